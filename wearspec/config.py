@@ -1,0 +1,305 @@
+"""Typed configs: dataclasses, YAML files and ``a.b=c`` command-line overrides.
+
+Every recipe has a dataclass config. :func:`load_config` builds it from defaults, then a YAML file,
+then overrides, checking every key and type on the way: an unknown key or a wrong type is a
+:class:`~wearspec.errors.WearspecError` that names the key (and the file). The resolved config is
+saved with every run (:func:`to_yaml`).
+
+Override values are parsed as YAML scalars: ``window.rate=50``, ``window.nan_policy=drop``,
+``generic.channels=[ax,ay,az]``, ``store.overwrite=true``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence, TypeVar
+
+import yaml
+
+from wearspec.data.windowing import WindowSpec
+from wearspec.errors import WearspecError
+
+T = TypeVar("T")
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; return it converted where lossless."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, key)
+            except WearspecError as e:
+                errors.append(str(e))
+        raise WearspecError(f"{key}: expected {' or '.join(_type_name(a) for a in args)}, got {value!r}")
+    if origin is typing.Literal:
+        if value not in typing.get_args(tp):
+            raise WearspecError(f"{key}: expected one of {', '.join(map(str, typing.get_args(tp)))}, got {value!r}")
+        return value
+    if origin in (list, tuple, Sequence) or tp in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise WearspecError(f"{key}: expected a list, got {value!r}")
+        (item_tp,) = typing.get_args(tp)[:1] or (Any,)
+        return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise WearspecError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise WearspecError(f"{key}: expected a section (mapping), got {value!r}")
+        return from_dict(tp, value, prefix=f"{key}.")
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise WearspecError(f"{key}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or float(value) != int(value):
+            raise WearspecError(f"{key}: expected an integer, got {value!r}")
+        return int(value)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise WearspecError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if isinstance(value, (dict, list)) or value is None:
+            raise WearspecError(f"{key}: expected a string, got {value!r}")
+        return str(value)
+    if isinstance(tp, type) and isinstance(value, tp):
+        return value
+    raise WearspecError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+
+
+def from_dict(cls: type[T], data: dict, prefix: str = "") -> T:
+    """Build dataclass ``cls`` from a (possibly partial) mapping; unknown keys are errors."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise WearspecError(
+            f"unknown config key {prefix}{unknown[0]} (known keys in this section: {', '.join(sorted(names))})"
+        )
+    kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in data.items()}
+    obj = cls(**kwargs)
+    if hasattr(obj, "validate"):
+        obj.validate()
+    return obj
+
+
+def to_dict(obj: Any) -> Any:
+    """Dataclass → plain dict (recursively), for YAML/JSON."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def to_yaml(obj: Any) -> str:
+    return yaml.safe_dump(to_dict(obj), sort_keys=False)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``'a.b=c'`` → (['a', 'b'], parsed value)."""
+    if "=" not in text:
+        raise WearspecError(f"override {text!r}: expected key=value (e.g. window.rate=50)")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not p for p in key.split(".")):
+        raise WearspecError(f"override {text!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def _merge(base: dict, parts: list[str], value: Any) -> None:
+    node = base
+    for p in parts[:-1]:
+        nxt = node.get(p)
+        if not isinstance(nxt, dict):
+            nxt = node[p] = {} if nxt is None else nxt
+            if not isinstance(nxt, dict):
+                raise WearspecError(f"override {'.'.join(parts)}: {p} is not a section")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def _deep_update(base: dict, new: dict) -> dict:
+    for k, v in new.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            _deep_update(base[k], v)
+        else:
+            base[k] = v
+    return base
+
+
+def load_yaml(path: str | os.PathLike) -> dict:
+    """Read a YAML mapping; errors name the file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise WearspecError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        pos = f", line {mark.line + 1}" if mark is not None else ""
+        raise WearspecError(f"{path}{pos}: invalid YAML ({getattr(e, 'problem', e)})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise WearspecError(f"{path}: expected a mapping of config keys at the top level")
+    return data
+
+
+def load_config(cls: type[T], path: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> T:
+    """Defaults ← YAML file ← overrides, validated. Errors name the file or the override."""
+    data = to_dict(cls())
+    if path is not None:
+        file_data = load_yaml(path)
+        try:
+            from_dict(cls, _deep_update(to_dict(cls()), file_data))
+        except WearspecError as e:
+            raise WearspecError(f"{path}: {e}") from None
+        _deep_update(data, file_data)
+    for o in overrides:
+        parts, value = parse_override(o)
+        _merge(data, parts, value)
+    return from_dict(cls, data)
+
+
+# ---------------------------------------------------------------------------------------------
+# The prepare stage
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class StoreConfig:
+    """Window-store output: element type, windows per shard file, replace an existing store."""
+
+    dtype: str = "float32"
+    shard_windows: int = 4096
+    overwrite: bool = False
+
+    def validate(self) -> None:
+        if self.dtype not in ("float16", "float32"):
+            raise WearspecError(f"store.dtype: expected float16 or float32, got {self.dtype!r}")
+        if self.shard_windows < 1:
+            raise WearspecError(f"store.shard_windows: expected ≥ 1, got {self.shard_windows}")
+
+
+@dataclass
+class GenericConfig:
+    """Generic inputs.
+
+    * numpy: a folder with ``X.npy`` (n, C, T) windows, optional ``Y.npy`` labels (n,) and
+      ``P.npy`` (or ``pid.npy``) subject ids (n,); ``rate`` is required.
+    * CSV/Parquet: one file per recording (or a folder of them), one row per sample, a time column,
+      one column per channel, optional label/subject/recording columns.
+    """
+
+    time_column: str = "time"
+    time_unit: str = "s"  # s | ms | us | ns | datetime
+    subject_column: str = "subject"
+    recording_column: str = "recording"
+    label_column: str = "label"
+    channels: list[str] = field(default_factory=list)  # empty: every other numeric column
+    labels: list[str] = field(default_factory=list)  # allowed labels; empty: any seen
+    rate: float | None = None  # native rate in Hz; None: from timestamps
+    max_gap_s: float = 1.0
+
+
+@dataclass
+class Pamap2Config:
+    """PAMAP2 Protocol files: which IMUs (hand, chest, ankle) and which of their sensors."""
+
+    imus: list[str] = field(default_factory=lambda: ["hand"])
+    sensors: list[str] = field(default_factory=lambda: ["acc16", "gyro"])
+
+
+@dataclass
+class Capture24Config:
+    """Capture-24: which column of annotation-label-dictionary.csv maps annotations to labels."""
+
+    annotation_column: str = "label:Walmsley2020"
+    dictionary: str = "annotation-label-dictionary.csv"
+
+
+@dataclass
+class DaphnetConfig:
+    """Daphnet FoG: sensor locations (ankle, thigh, trunk)."""
+
+    sensors: list[str] = field(default_factory=lambda: ["ankle", "thigh", "trunk"])
+
+
+@dataclass
+class UciHarConfig:
+    """UCI-HAR Inertial Signals: signal groups and the dataset's own train/test splits to read."""
+
+    signals: list[str] = field(default_factory=lambda: ["total_acc", "body_gyro"])
+    splits: list[str] = field(default_factory=lambda: ["train", "test"])
+
+
+@dataclass
+class AudioConfig:
+    """Folders of WAV clips. Labels from a CSV (ESC-50 style) or from sub-folder names (Speech
+    Commands style, with ``validation_list.txt``/``testing_list.txt`` when present)."""
+
+    labels_csv: str = ""  # e.g. meta/esc50.csv, relative to the input folder
+    audio_dir: str = "audio"  # where the CSV's files live, relative to the input folder
+    filename_column: str = "filename"
+    label_column: str = "category"
+    fold_column: str = "fold"  # folds become the 'subject' so that leave-one-subject-out = k-fold CV
+
+
+@dataclass
+class SyntheticConfig:
+    """The embedded default data: simulated wrist IMU (accelerometer + gyroscope) recordings."""
+
+    subjects: int = 24
+    minutes_per_subject: float = 6.0
+    rate: float = 50.0
+    seed: int = 0
+    activities: list[str] = field(
+        default_factory=lambda: ["lying", "sitting", "standing", "walking", "running", "stairs", "cycling"]
+    )
+    unlabelled_subjects: int = 0  # extra subjects stored without labels (pretraining pool)
+
+
+@dataclass
+class PrepareConfig:
+    """``wearspec prepare``: a dataset in its native format → a window store."""
+
+    window: WindowSpec = field(default_factory=WindowSpec)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    generic: GenericConfig = field(default_factory=GenericConfig)
+    pamap2: Pamap2Config = field(default_factory=Pamap2Config)
+    capture24: Capture24Config = field(default_factory=Capture24Config)
+    daphnet: DaphnetConfig = field(default_factory=DaphnetConfig)
+    ucihar: UciHarConfig = field(default_factory=UciHarConfig)
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)

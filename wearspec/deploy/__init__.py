@@ -1,0 +1,1 @@
+"""Deployment: ONNX export, INT8 Q/DQ, TensorRT engines, streaming runtime."""

@@ -1,0 +1,1 @@
+"""Frozen-feature evaluation: linear probe, k-NN, per-subject metrics, plots."""

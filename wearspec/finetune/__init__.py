@@ -1,0 +1,1 @@
+"""DeSepTr fine-tuning: CNN teacher, distillation losses, the student recipe."""

@@ -1,0 +1,1 @@
+"""Backbones (timm ViT/Swin for spectrograms), SepTr, CNN teacher and heads."""

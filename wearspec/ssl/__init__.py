@@ -1,0 +1,1 @@
+"""EsViT/DINO self-supervised pretraining: losses, multi-crop, EMA teacher, the recipe."""

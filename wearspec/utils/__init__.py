@@ -1,0 +1,1 @@
+"""Shared utilities: atomic file output, distributed helpers, checkpoints, logging, seeding."""
