@@ -324,7 +324,7 @@ class WindowStore:
         """One window (C, T) as float32."""
         if not 0 <= i < len(self):
             raise IndexError(f"window {i} out of range 0..{len(self) - 1}")
-        return np.asarray(self._map(i // self.shard_windows)[i % self.shard_windows], dtype=np.float32)
+        return np.array(self._map(i // self.shard_windows)[i % self.shard_windows], dtype=np.float32)
 
     def read_batch(self, indices: Iterable[int]) -> np.ndarray:
         """Windows (B, C, T) as float32 in the given order; one fancy-indexed read per shard."""

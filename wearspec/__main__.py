@@ -1,0 +1,5 @@
+import sys
+
+from wearspec.cli import main
+
+sys.exit(main())

@@ -1,0 +1,109 @@
+"""The ``wearspec`` command: one subcommand per stage.
+
+Every subcommand takes ``--config FILE.yaml`` and trailing ``key.sub=value`` overrides. Bad input
+is reported on one line (``wearspec: error: …``) with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from wearspec import __version__
+from wearspec.errors import WearspecError
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from wearspec.config import PrepareConfig, load_config, to_yaml
+    from wearspec.data.inspect import format_summary
+    from wearspec.data.prepare import prepare
+
+    overrides = list(args.overrides)
+    if args.overwrite:
+        overrides.append("store.overwrite=true")
+    cfg = load_config(PrepareConfig, args.config, overrides)
+    if args.reader != "synthetic" and args.input is None:
+        raise WearspecError(f"prepare {args.reader}: an input path is required")
+    if args.print_config:
+        print(to_yaml(cfg), end="")
+        return 0
+    store, reused = prepare(args.reader, args.input, args.output, cfg)
+    if reused:
+        print(f"{args.output}: store is up to date (same inputs and settings); nothing to do")
+    else:
+        print(format_summary(store.summary()))
+    return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from wearspec.data.inspect import format_summary, spectrogram_grid
+    from wearspec.data.store import WindowStore
+
+    store = WindowStore(args.store)
+    summary = store.summary()
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(format_summary(summary))
+    if not args.no_png:
+        png = Path(args.png) if args.png else store.path / "spectrograms.png"
+        spectrogram_grid(store, png, per_class=args.per_class)
+        print(f"spectrogram grid: {png}", file=sys.stderr if args.json else sys.stdout)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from wearspec.data.readers import READERS
+
+    p = argparse.ArgumentParser(prog="wearspec", description=__doc__.split("\n\n")[0])
+    p.add_argument("--version", action="version", version=f"wearspec {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    pp = sub.add_parser(
+        "prepare",
+        help="turn a dataset (native format) into a window store",
+        description="Read a dataset in its native format, resample, cut windows and write a window store. "
+        "Settings: --config FILE.yaml and key=value overrides, e.g. window.rate=50 window.length_s=5 "
+        "window.hop_s=2.5 window.nan_policy=interpolate store.dtype=float16.",
+    )
+    pp.add_argument("reader", choices=list(READERS), help="dataset format")
+    pp.add_argument("input", nargs="?", help="dataset file or folder (not needed for 'synthetic')")
+    pp.add_argument("-o", "--output", required=True, help="store folder to write")
+    pp.add_argument("--config", help="YAML file with prepare settings")
+    pp.add_argument("--overwrite", action="store_true", help="replace a different store in the output folder")
+    pp.add_argument("--print-config", action="store_true", help="print the resolved settings and exit")
+    pp.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
+    pp.set_defaults(func=_prepare)
+
+    pi = sub.add_parser("inspect", help="counts per subject/label and a PNG of example spectrograms",
+                        description="Summarise a window store and draw example spectrograms per class.")
+    pi.add_argument("store", help="store folder")
+    pi.add_argument("--png", help="where to write the spectrogram grid (default STORE/spectrograms.png)")
+    pi.add_argument("--per-class", type=int, default=3, help="examples per class in the grid")
+    pi.add_argument("--no-png", action="store_true", help="only print the counts")
+    pi.add_argument("--json", action="store_true", help="print the summary as JSON")
+    pi.set_defaults(func=_inspect)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    # argparse puts "input" before the overrides: a KEY=VALUE in the input slot is an override.
+    if getattr(args, "input", None) and "=" in args.input and not Path(args.input).exists():
+        args.overrides.insert(0, args.input)
+        args.input = None
+    try:
+        return int(args.func(args) or 0)
+    except WearspecError as e:
+        print(f"wearspec: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("wearspec: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

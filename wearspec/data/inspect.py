@@ -1,0 +1,91 @@
+"""``wearspec inspect``: what a store holds, and what its spectrograms look like per class."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from wearspec.data.store import WindowStore
+from wearspec.utils.io import atomic_path
+
+
+def default_stft(rate: float, window: int) -> dict:
+    """Sensible STFT settings for a store: ~1 s analysis window (a power of two, ≤ the window
+    length, ≥ 16 samples) and 75 % overlap."""
+    n_fft = 2 ** int(round(np.log2(max(16.0, min(rate, window)))))
+    while n_fft > window and n_fft > 16:
+        n_fft //= 2
+    return {"n_fft": n_fft, "hop_length": max(1, n_fft // 4)}
+
+
+def format_summary(summary: dict) -> str:
+    """A plain-text table: counts per subject × label, then totals."""
+    labels = list(summary["per_label"])
+    lines = [
+        f"store      {summary['path']}",
+        f"windows    {summary['windows']}  ({summary['subjects']} subjects, {summary['recordings']} recordings)",
+        f"channels   {', '.join(summary['channels'])}",
+        f"window     {summary['window_samples']} samples at {summary['rate_hz']:g} Hz, hop {summary['hop_samples']} "
+        f"({summary['dtype']})",
+        "",
+    ]
+    width = max([7] + [len(s) for s in summary["per_subject"]])
+    cols = [max(6, len(label)) for label in labels]
+    lines.append("subject".ljust(width) + "  " + "  ".join(label.rjust(c) for label, c in zip(labels, cols)))
+    for subject, counts in summary["per_subject"].items():
+        lines.append(subject.ljust(width) + "  " + "  ".join(str(counts.get(label, 0)).rjust(c)
+                                                            for label, c in zip(labels, cols)))
+    lines.append("total".ljust(width) + "  " + "  ".join(str(summary["per_label"][label]).rjust(c)
+                                                         for label, c in zip(labels, cols)))
+    return "\n".join(lines)
+
+
+def spectrogram_grid(store: WindowStore, out: str | os.PathLike, *, per_class: int = 3, seed: int = 0) -> Path:
+    """PNG grid: one row per class (or one row of unlabelled examples), ``per_class`` examples,
+    each the log-magnitude spectrogram of one window with its channels stacked along frequency."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+
+    from wearspec.data.frontend import SpectrogramFrontend
+
+    rng = np.random.default_rng(seed)
+    classes = [(i, name) for i, name in enumerate(store.label_names) if (store.labels == i).any()]
+    rows = classes or [(-1, "windows")]
+    picks = []
+    for code, _ in rows:
+        idx = np.flatnonzero(store.labels == code) if classes else np.arange(len(store))
+        picks.append(np.sort(rng.choice(idx, size=min(per_class, idx.size), replace=False)))
+    front = SpectrogramFrontend(**default_stft(store.rate, store.window), power=1.0, log="log1p")
+    fig, axes = plt.subplots(len(rows), per_class, figsize=(2.6 * per_class, 1.9 * len(rows) + 0.4),
+                             squeeze=False)
+    duration = store.window / store.rate
+    for r, ((code, name), idx) in enumerate(zip(rows, picks)):
+        with torch.no_grad():
+            spec = front(torch.from_numpy(store.read_batch(idx))).numpy() if idx.size else None
+        for c in range(per_class):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if spec is None or c >= len(idx):
+                ax.axis("off")
+                continue
+            img = np.concatenate(list(spec[c][::-1]), axis=0)  # channels stacked, top = last channel
+            ax.imshow(img[::-1], aspect="auto", origin="lower", cmap="magma",
+                      extent=(0, duration, 0, spec.shape[1]))
+            i = int(idx[c])
+            ax.set_title(f"{store.subject_names[store.subjects[i]]} @ {store.starts[i]:.0f}s", fontsize=7)
+            if c == 0:
+                ax.set_ylabel(name, fontsize=9)
+    fig.suptitle(f"{store.path.name}: |STFT| (log1p), channels stacked bottom→top: {', '.join(store.channels)}",
+                 fontsize=8)
+    fig.tight_layout()
+    out = Path(out)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return out

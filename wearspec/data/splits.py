@@ -1,0 +1,131 @@
+"""Subject-wise splits: train/val/test, k-fold and leave-one-subject-out.
+
+Windows of one subject never fall in two parts of a split. Every function takes the per-window
+subject codes of a store (``store.subjects``) and returns :class:`Split` objects holding window
+indices; validation subjects are drawn from the training subjects of each fold, so model selection
+never looks at test subjects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from wearspec.errors import WearspecError
+
+
+@dataclass
+class Split:
+    """Window indices of one split, and the subject codes in each part."""
+
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+    subjects: dict[str, list[int]] = field(default_factory=dict)
+    name: str = "split"
+
+    def describe(self, subject_names: list[str] | None = None) -> dict:
+        def names(codes):
+            return [subject_names[c] for c in codes] if subject_names else codes
+
+        return {
+            "name": self.name,
+            "windows": {"train": len(self.train), "val": len(self.val), "test": len(self.test)},
+            "subjects": {k: names(v) for k, v in self.subjects.items()},
+        }
+
+
+def _indices(subjects: np.ndarray, codes) -> np.ndarray:
+    return np.flatnonzero(np.isin(subjects, np.asarray(list(codes), dtype=subjects.dtype)))
+
+
+def _make(subjects: np.ndarray, train, val, test, name: str) -> Split:
+    parts = {"train": sorted(int(c) for c in train), "val": sorted(int(c) for c in val),
+             "test": sorted(int(c) for c in test)}
+    return Split(
+        train=_indices(subjects, parts["train"]),
+        val=_indices(subjects, parts["val"]),
+        test=_indices(subjects, parts["test"]),
+        subjects=parts,
+        name=name,
+    )
+
+
+def _n_of(fraction: float, total: int, what: str) -> int:
+    if not 0.0 <= fraction < 1.0:
+        raise WearspecError(f"split.{what}: expected a fraction in [0, 1), got {fraction}")
+    return int(round(fraction * total)) if fraction > 0 else 0
+
+
+def _codes(subject_names: list[str] | None, names: list[str] | None, present: np.ndarray, what: str):
+    if not names:
+        return None
+    if subject_names is None:
+        raise WearspecError(f"split.{what}: subject names need the store's subject list")
+    lookup = {n: i for i, n in enumerate(subject_names)}
+    missing = [n for n in names if n not in lookup]
+    if missing:
+        raise WearspecError(f"split.{what}: unknown subject {missing[0]!r} (store has {', '.join(subject_names[:10])}…)")
+    return [lookup[n] for n in names if lookup[n] in present]
+
+
+def subject_split(
+    subjects: np.ndarray,
+    *,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.25,
+    seed: int = 0,
+    val_subjects: list[str] | None = None,
+    test_subjects: list[str] | None = None,
+    subject_names: list[str] | None = None,
+) -> Split:
+    """One train/val/test split by subject (fractions of subjects, or explicit subject names)."""
+    present = np.unique(subjects)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(present)
+    test = _codes(subject_names, test_subjects, present, "test_subjects")
+    if test is None:
+        test = list(order[: _n_of(test_fraction, len(present), "test_fraction")])
+    rest = [c for c in order if c not in set(test)]
+    val = _codes(subject_names, val_subjects, present, "val_subjects")
+    if val is None:
+        val = rest[: _n_of(val_fraction, len(present), "val_fraction")]
+    train = [c for c in rest if c not in set(val)]
+    if not train:
+        raise WearspecError(f"split: no training subjects left ({len(present)} subjects in the store)")
+    return _make(subjects, train, val, test, "holdout")
+
+
+def kfold(subjects: np.ndarray, k: int, *, val_fraction: float = 0.15, seed: int = 0) -> list[Split]:
+    """k folds over subjects; each fold's validation subjects come from its training subjects."""
+    present = np.unique(subjects)
+    if not 2 <= k <= len(present):
+        raise WearspecError(f"split.k: expected 2..{len(present)} (number of subjects), got {k}")
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(present)
+    folds = np.array_split(order, k)
+    out = []
+    for i, test in enumerate(folds):
+        rest = np.concatenate([f for j, f in enumerate(folds) if j != i])
+        n_val = _n_of(val_fraction, len(rest), "val_fraction")
+        val = rng.permutation(rest)[:n_val]
+        train = [c for c in rest if c not in set(val.tolist())]
+        out.append(_make(subjects, train, val, test, f"fold{i + 1}of{k}"))
+    return out
+
+
+def leave_one_subject_out(subjects: np.ndarray, *, val_fraction: float = 0.15, seed: int = 0) -> list[Split]:
+    """One split per subject: that subject is the test set."""
+    present = np.unique(subjects)
+    if len(present) < 2:
+        raise WearspecError("split: leave-one-subject-out needs at least 2 subjects")
+    return kfold(subjects, len(present), val_fraction=val_fraction, seed=seed)
+
+
+def predefined_split(splits: np.ndarray) -> Split:
+    """The dataset's own split column (``store.splits``: 0 train, 1 val, 2 test)."""
+    if (splits < 0).all():
+        raise WearspecError("split: the store has no predefined split (its reader did not set one)")
+    idx = {name: np.flatnonzero(splits == code) for code, name in enumerate(("train", "val", "test"))}
+    return Split(train=idx["train"], val=idx["val"], test=idx["test"], name="predefined")
