@@ -111,3 +111,14 @@ def test_overwrite_replaces_atomically(tmp_path):
     st = WindowStore(tmp_path / "st")
     assert len(st) == 8 and json.loads((tmp_path / "st" / "manifest.json").read_text())["fingerprint"] == "b"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["st"]
+
+
+def test_duplicate_indices_and_shard_array(tmp_path):
+    x, _ = _write(tmp_path / "st", n=9, shard=4)
+    st = WindowStore(tmp_path / "st")
+    got = st.read_batch(np.array([3, 3, 8, 0, 4, 5]))
+    np.testing.assert_array_equal(got, x[[3, 3, 8, 0, 4, 5]])
+    assert got.flags.writeable and st.read(2).flags.writeable
+    np.testing.assert_array_equal(st.shard_array(1), x[4:8])
+    with pytest.raises(IndexError):
+        st.read_batch([9])

@@ -9,7 +9,9 @@ Layout of a store folder::
                          0 train, 1 val, 2 test); a few bytes per window
     shards/00000.bin     raw little-endian (n, C, T) arrays of ``dtype`` (float16 or float32)
 
-Windows are read through ``np.memmap`` so the store is never loaded whole into RAM. A
+Shards are plain arrays that ``np.memmap`` can open (:meth:`WindowStore.shard_array`); training
+reads go through positioned reads of just the requested rows, so the store is never loaded whole
+into RAM and resident memory does not grow with the store's size. A
 :class:`StoreWriter` writes into a hidden temporary folder and renames it into place on success, so
 a failed ``prepare`` leaves nothing half-written.
 """
@@ -240,8 +242,8 @@ class WindowStore:
 
     Attributes: ``channels``, ``rate``, ``window`` (samples), ``hop`` (samples), ``label_names``,
     ``subject_names``, ``recording_names`` and per-window arrays ``subjects``, ``recordings``,
-    ``starts``, ``labels`` (-1 = unlabelled). Windows are read on demand with :meth:`read` /
-    :meth:`read_batch` as float32; shards are memory-mapped lazily in each process.
+    ``starts``, ``labels`` (-1 = unlabelled), ``splits``. Windows are read on demand with :meth:`read`
+    / :meth:`read_batch` as float32; files are opened lazily in each process.
     """
 
     def __init__(self, path: str | os.PathLike):
@@ -290,13 +292,13 @@ class WindowStore:
                     f"{f}: shard is missing or truncated (expected {s['windows'] * row_bytes} bytes, found {max(size, 0)})"
                 )
             self._shards.append((f, int(s["windows"])))
-        self._maps: dict[int, np.memmap] = {}
+        self._fds: dict[int, int] = {}
         self._pid = os.getpid()
 
-    # -- pickling for DataLoader workers: memmaps are re-opened in the worker ----------------------
+    # -- pickling for DataLoader workers: file descriptors are re-opened in the worker -------------
     def __getstate__(self):
         state = self.__dict__.copy()
-        state["_maps"] = {}
+        state["_fds"] = {}
         return state
 
     def __len__(self) -> int:
@@ -310,37 +312,65 @@ class WindowStore:
     def has_labels(self) -> bool:
         return bool(self.label_names) and bool((self.labels >= 0).any())
 
-    def _map(self, shard: int) -> np.memmap:
-        if self._pid != os.getpid():
-            self._maps, self._pid = {}, os.getpid()
-        m = self._maps.get(shard)
-        if m is None:
-            f, rows = self._shards[shard]
-            m = np.memmap(f, dtype="<" + self.dtype.str[1:], mode="r", shape=(rows, self.n_channels, self.window))
-            self._maps[shard] = m
-        return m
+    def _fd(self, shard: int) -> int:
+        if self._pid != os.getpid():  # a forked DataLoader worker: open its own descriptors
+            self._fds, self._pid = {}, os.getpid()
+        fd = self._fds.get(shard)
+        if fd is None:
+            fd = self._fds[shard] = os.open(self._shards[shard][0], os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        return fd
+
+    def shard_array(self, shard: int) -> np.memmap:
+        """A read-only ``np.memmap`` (rows, C, T) of one shard, for users who want numpy views."""
+        f, rows = self._shards[shard]
+        return np.memmap(f, dtype="<" + self.dtype.str[1:], mode="r", shape=(rows, self.n_channels, self.window))
 
     def read(self, i: int) -> np.ndarray:
-        """One window (C, T) as float32."""
+        """One window (C, T) as float32 (a fresh, writable array)."""
         if not 0 <= i < len(self):
             raise IndexError(f"window {i} out of range 0..{len(self) - 1}")
-        return np.array(self._map(i // self.shard_windows)[i % self.shard_windows], dtype=np.float32)
+        return self.read_batch(np.array([i]))[0]
 
     def read_batch(self, indices: Iterable[int]) -> np.ndarray:
-        """Windows (B, C, T) as float32 in the given order; one fancy-indexed read per shard."""
+        """Windows (B, C, T) as float32 in the given order.
+
+        Rows are sorted by position and each run of consecutive rows is one positioned read
+        (``pread``) into a preallocated buffer. Unlike touching a memmap, this keeps the process's
+        resident memory flat however large the store is: the data passes through the OS page
+        cache, not through pages mapped into the process.
+        """
         idx = np.asarray(list(indices) if not isinstance(indices, np.ndarray) else indices, dtype=np.int64)
-        out = np.empty((len(idx), self.n_channels, self.window), dtype=np.float32)
+        c, t = self.n_channels, self.window
         if idx.size == 0:
-            return out
+            return np.empty((0, c, t), dtype=np.float32)
         if idx.min() < 0 or idx.max() >= len(self):
             raise IndexError(f"window index out of range 0..{len(self) - 1}")
-        shard = idx // self.shard_windows
-        for s in np.unique(shard):
-            sel = np.flatnonzero(shard == s)
-            rows = idx[sel] % self.shard_windows
-            order = np.argsort(rows, kind="stable")
-            out[sel[order]] = self._map(int(s))[rows[order]]
+        shard, row = np.divmod(idx, self.shard_windows)
+        order = np.lexsort((row, shard))
+        s_sorted, r_sorted = shard[order], row[order]
+        raw = np.empty((idx.size, c, t), dtype="<" + self.dtype.str[1:])
+        new_run = np.ones(idx.size, dtype=bool)
+        new_run[1:] = (s_sorted[1:] != s_sorted[:-1]) | (r_sorted[1:] != r_sorted[:-1] + 1)
+        starts = np.flatnonzero(new_run)
+        ends = np.append(starts[1:], idx.size)
+        row_bytes = c * t * self.dtype.itemsize
+        flat = raw.reshape(idx.size, -1).view(np.uint8)
+        for a, b in zip(starts.tolist(), ends.tolist()):
+            fd = self._fd(int(s_sorted[a]))
+            want = (b - a) * row_bytes
+            got = _pread_into(fd, memoryview(flat[a:b]).cast("B"), int(r_sorted[a]) * row_bytes)
+            if got != want:
+                raise WearspecError(f"{self._shards[int(s_sorted[a])][0]}: short read ({got} of {want} bytes); store truncated?")
+        out = np.empty((idx.size, c, t), dtype=np.float32)
+        out[order] = raw
         return out
+
+    def __del__(self):
+        for fd in getattr(self, "_fds", {}).values():
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
     def summary(self) -> dict:
         """Counts per subject and per label (for ``wearspec inspect``)."""
@@ -363,3 +393,20 @@ class WindowStore:
             "per_label": dict(sorted(per_label.items())),
             "per_subject": per_subject,
         }
+
+
+def _pread_into(fd: int, buf: memoryview, offset: int) -> int:
+    """Fill ``buf`` from ``fd`` at ``offset``; returns bytes read (short only at end of file)."""
+    total = 0
+    preadv = getattr(os, "preadv", None)
+    while total < len(buf):
+        if preadv is not None:
+            n = preadv(fd, [buf[total:]], offset + total)
+        else:  # platforms without preadv
+            data = os.pread(fd, len(buf) - total, offset + total)
+            n = len(data)
+            buf[total : total + n] = data
+        if n == 0:
+            break
+        total += n
+    return total
