@@ -122,3 +122,10 @@ def test_duplicate_indices_and_shard_array(tmp_path):
     np.testing.assert_array_equal(st.shard_array(1), x[4:8])
     with pytest.raises(IndexError):
         st.read_batch([9])
+
+
+def test_failed_writer_removes_the_folders_it_created(tmp_path):
+    with pytest.raises(WearspecError):
+        with StoreWriter(tmp_path / "a" / "b" / "st", channels=["a"], rate=1, window=2, hop=1):
+            pass
+    assert list(tmp_path.iterdir()) == []

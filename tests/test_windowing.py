@@ -104,3 +104,14 @@ def test_uniform_from_timestamps():
     jitter = np.cumsum(np.where(np.arange(200) % 3 == 0, 0.04, 0.01))
     with pytest.raises(WearspecError, match="inconsistent sampling rate: .* of intervals differ"):
         list(uniform_from_timestamps(jitter, None, "b.csv"))
+
+
+def test_edge_cases_single_timestamp_and_empty_pad():
+    with pytest.raises(WearspecError, match="cannot give a sampling rate"):
+        list(uniform_from_timestamps(np.array([1.0]), None, "one.csv"))
+    assert list(uniform_from_timestamps(np.array([1.0]), 10.0, "one.csv")) == [(0, 1, 10.0)]
+    with pytest.raises(WearspecError, match=r"g.csv, row 12: timestamps must increase"):
+        list(uniform_from_timestamps(np.array([0.0, 0.1, 0.05]), None, "g.csv", first_row=10))
+    rec = Recording("s", "r", np.zeros((1, 0)), 10.0, labels=np.zeros(0, np.int32))
+    w, _, lab = cut_windows(rec, WindowSpec(rate=10, length_s=1, hop_s=1, short_policy="pad"))
+    assert w.shape == (1, 1, 10) and list(lab) == [-1]

@@ -24,14 +24,14 @@ from wearspec.errors import WearspecError
 
 
 def fingerprint(reader: str, cfg: PrepareConfig, inputs: list[Path]) -> str:
-    """Hash of the reader, its relevant settings and the input files (path, size, mtime)."""
+    """Hash of the reader, its relevant settings and the input files (path, size, mtime in ns)."""
     settings = {"reader": reader, "window": to_dict(cfg.window), "dtype": cfg.store.dtype}
     if reader in ("generic", "pamap2", "capture24", "daphnet", "ucihar", "audio", "synthetic"):
         settings[reader] = to_dict(getattr(cfg, reader))
     files = []
     for p in sorted(inputs):
         st = p.stat()
-        files.append([str(p.resolve()), st.st_size, int(st.st_mtime)])
+        files.append([str(p.resolve()), st.st_size, st.st_mtime_ns])
     blob = json.dumps({"settings": settings, "files": files}, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 

@@ -72,6 +72,7 @@ class StoreWriter:
         self.dtype = np.dtype(dtype)
         self.shard_windows = int(shard_windows)
         self.fingerprint, self.meta = fingerprint, dict(meta or {})
+        self._made_parents = [p for p in reversed(self.path.parents) if not p.exists()]
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.tmp-", dir=self.path.parent))
         (self._tmp / "shards").mkdir()
@@ -161,6 +162,11 @@ class StoreWriter:
             self._shard_file.close()
             self._shard_file = None
         shutil.rmtree(self._tmp, ignore_errors=True)
+        for parent in reversed(self._made_parents):  # folders this writer created, deepest first
+            try:
+                parent.rmdir()
+            except OSError:
+                break
         self._closed = True
 
     def close(self) -> "WindowStore":

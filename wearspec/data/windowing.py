@@ -227,7 +227,8 @@ def cut_windows(
         pad = w - n_new
         x = np.pad(x, ((0, 0), (0, pad)))
         miss_new = np.pad(miss_new, (0, pad))
-        labels_new = np.pad(labels_new, (0, pad), constant_values=-1 if item.labels is None else labels_new[-1])
+        fill = labels_new[-1] if item.labels is not None and n_new > 0 else -1
+        labels_new = np.pad(labels_new, (0, pad), constant_values=fill)
         n_new = w
     n = 1 + (n_new - w) // h
     starts_idx = np.arange(n) * h
@@ -301,21 +302,27 @@ def uniform_from_timestamps(
     max_gap_s: float = 1.0,
     rate_tolerance: float = 0.05,
     max_irregular_fraction: float = 0.05,
+    first_row: int = 0,
 ) -> Iterator[tuple[int, int, float]]:
     """Check timestamps (seconds) and split at gaps.
 
     Yields (begin, end, rate) sample ranges of continuous segments. Errors, each naming ``source``:
     timestamps that go backwards; a declared ``rate`` that the timestamps contradict (median
-    interval off by more than ``rate_tolerance``); too many irregular intervals.
+    interval off by more than ``rate_tolerance``); too many irregular intervals. Row numbers in
+    messages are ``first_row`` + the index into ``t`` (pass the file line of ``t[0]``).
     """
     t = np.asarray(t, dtype=np.float64)
     if t.size < 2:
-        yield 0, t.size, float(rate or 1.0)
+        if rate is None:
+            raise WearspecError(f"{source}: {t.size} timestamp(s) cannot give a sampling rate; declare the rate")
+        yield 0, t.size, float(rate)
         return
     dt = np.diff(t)
     if (dt <= 0).any():
         i = int(np.argmax(dt <= 0)) + 1
-        raise WearspecError(f"{where(source, f'row {i}')}: timestamps must increase (got {t[i - 1]} then {t[i]})")
+        raise WearspecError(
+            f"{where(source, f'row {first_row + i}')}: timestamps must increase (got {t[i - 1]} then {t[i]})"
+        )
     gaps = dt > max_gap_s
     inner = dt[~gaps]
     if inner.size == 0:
