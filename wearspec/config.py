@@ -235,10 +235,13 @@ class GenericConfig:
 
 @dataclass
 class Pamap2Config:
-    """PAMAP2 Protocol files: which IMUs (hand, chest, ankle) and which of their sensors."""
+    """PAMAP2 Protocol files: which IMUs (hand, chest, ankle) and which of their sensors
+    (temperature, acc16, acc6, gyro, mag); ``include_optional`` also reads ``Optional/`` when the
+    input is the ``PAMAP2_Dataset`` folder."""
 
     imus: list[str] = field(default_factory=lambda: ["hand"])
     sensors: list[str] = field(default_factory=lambda: ["acc16", "gyro"])
+    include_optional: bool = False
 
 
 @dataclass

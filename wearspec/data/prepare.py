@@ -26,8 +26,9 @@ from wearspec.errors import WearspecError
 def fingerprint(reader: str, cfg: PrepareConfig, inputs: list[Path]) -> str:
     """Hash of the reader, its relevant settings and the input files (path, size, mtime in ns)."""
     settings = {"reader": reader, "window": to_dict(cfg.window), "dtype": cfg.store.dtype}
-    if reader in ("generic", "pamap2", "capture24", "daphnet", "ucihar", "audio", "synthetic"):
-        settings[reader] = to_dict(getattr(cfg, reader))
+    section = getattr(cfg, reader, None)  # the reader's own config section, when it has one
+    if section is not None:
+        settings[reader] = to_dict(section)
     files = []
     for p in sorted(inputs):
         st = p.stat()

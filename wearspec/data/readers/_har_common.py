@@ -1,0 +1,419 @@
+"""Shared parsing for the native HAR readers (PAMAP2, Capture-24, Daphnet FoG, WISDM).
+
+Text is read in large byte chunks of whole lines (:func:`read_chunks`, gzip included) and split
+with vectorised numpy searches (:func:`split_whitespace`, :func:`split_delimited`) into a
+:class:`Table` of field boundaries. Each needed column is then converted in one call
+(bytes → float64 / int64 / datetime64), so a 24-hour, 100 Hz file never goes through a per-cell
+Python loop. Python loops run only on the error path, to name the exact line, column and value.
+
+Every problem raises :class:`~wearspec.errors.WearspecError` with the file, the line (and column)
+and what was expected.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+import warnings
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from wearspec.data.windowing import uniform_from_timestamps
+from wearspec.errors import WearspecError, where
+
+CHUNK_BYTES = 1 << 24  # 16 MiB of text per parsing step
+_PAD = 64  # zero bytes after a chunk, so that fixed-width gathers never run off the end
+_NL, _CR, _SPACE, _TAB, _QUOTE = 10, 13, 32, 9, 34
+try:
+    from numpy.dtypes import StringDType
+
+    _STR = StringDType()
+except ImportError:  # numpy < 2
+    _STR = np.dtype("U")
+
+
+# ------------------------------------------------------------------------------------------------
+# Finding input files
+# ------------------------------------------------------------------------------------------------
+
+
+def require_path(path: Path | None, what: str) -> Path:
+    """``path`` itself, or an error when it is missing (``what`` says what was expected)."""
+    if path is None:
+        raise WearspecError(f"no input given; expected {what}")
+    path = Path(path)
+    if not path.exists():
+        raise WearspecError(f"{path}: not found; expected {what}")
+    return path
+
+
+def files_matching(folder: Path, pattern: str) -> list[Path]:
+    """Files directly in ``folder`` whose name matches the regular expression (case-insensitive)."""
+    rx = re.compile(pattern, re.IGNORECASE)
+    return sorted(p for p in folder.iterdir() if p.is_file() and rx.fullmatch(p.name))
+
+
+def check_file(path: Path) -> None:
+    """A readable, non-empty file (else an error naming it)."""
+    if not path.is_file():
+        raise WearspecError(f"{path}: not found or not a file")
+    if path.stat().st_size == 0:
+        raise WearspecError(f"{path}: empty file")
+
+
+# ------------------------------------------------------------------------------------------------
+# Reading text in chunks of whole lines
+# ------------------------------------------------------------------------------------------------
+
+
+def read_chunks(path: Path, chunk_bytes: int | None = None) -> Iterator[tuple[bytes, int, bool]]:
+    """Yield ``(text, first_line, is_last)`` with ``text`` holding whole lines (each ending in ``\\n``).
+
+    Files whose name ends in ``.gz`` are decompressed on the fly. A compressed file that ends early
+    or is corrupt is an error naming the file and the last intact line; a file with no content is
+    an error too.
+    """
+    chunk_bytes = chunk_bytes or CHUNK_BYTES
+    step = min(chunk_bytes, 1 << 16)  # small reads: a damaged .gz still reports the last intact line
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    line = 1  # number of the first line of `pending`
+    pending: bytes | None = None  # whole lines, held back one step to know which chunk is the last
+    buf = bytearray()
+    seen = False
+    try:
+        with opener(path, "rb") as f:
+            while True:
+                block = f.read(step)
+                buf += block
+                if not block or len(buf) >= chunk_bytes:
+                    cut = len(buf) if not block else buf.rfind(b"\n") + 1
+                    if cut:
+                        ready = bytes(buf[:cut])
+                        del buf[:cut]
+                        if pending is not None:
+                            seen = seen or bool(pending.strip())
+                            yield pending, line, False
+                            line += pending.count(b"\n")
+                        pending = ready
+                if not block:
+                    break
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+        if isinstance(e, gzip.BadGzipFile) and "Not a gzipped file" in str(e):
+            raise WearspecError(f"{path}: not a gzip file ({e}); expected gzip-compressed text") from None
+        intact = line - 1 + (pending.count(b"\n") if pending else 0) + buf.count(b"\n")
+        raise WearspecError(
+            f"{where(path, f'after line {intact}')}: compressed data ends early or is corrupt ({e}); "
+            "the file is truncated or damaged (download it again)"
+        ) from None
+    except OSError as e:
+        raise WearspecError(f"{path}: cannot read ({e.strerror or e})") from None
+    if pending is not None:
+        if not pending.endswith(b"\n"):
+            pending += b"\n"
+        seen = seen or bool(pending.strip())
+        if seen:
+            yield pending, line, True
+    if not seen:
+        raise WearspecError(f"{path}: empty file (no data lines)")
+
+
+def header_line(text: bytes) -> bytes:
+    """The first line of ``text`` without its line ending."""
+    return text.split(b"\n", 1)[0].rstrip(b"\r")
+
+
+# ------------------------------------------------------------------------------------------------
+# Field boundaries
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Table:
+    """Records of one chunk: ``starts``/``ends`` (n, k) byte offsets of each field, ``lines`` (n,).
+
+    ``columns`` names the k fields for error messages. Convert a column with :meth:`floats`,
+    :meth:`ints`, :meth:`datetimes` or :meth:`bytes_list`.
+    """
+
+    text: bytes
+    buf: np.ndarray
+    starts: np.ndarray
+    ends: np.ndarray
+    lines: np.ndarray
+    source: str
+    columns: Sequence[str]
+
+    def __len__(self) -> int:
+        return int(self.lines.shape[0])
+
+    def _where(self, i: int, j: int | None = None) -> str:
+        pos = f"line {int(self.lines[i])}"
+        if j is not None:
+            pos += f", column {j + 1} ({self.columns[j]})"
+        return where(self.source, pos)
+
+    def value(self, i: int, j: int) -> str:
+        """The text of field ``j`` of record ``i`` (for messages)."""
+        return self.text[int(self.starts[i, j]) : int(self.ends[i, j])].decode("utf-8", "replace")
+
+    def error(self, i: int, j: int | None, expected: str) -> WearspecError:
+        """An error at record ``i`` (field ``j``): '<file>, line L, column C (name): <expected>'."""
+        return WearspecError(f"{self._where(i, j)}: {expected}")
+
+    def raw(self, j: int) -> np.ndarray:
+        """Column ``j`` as a fixed-width bytes array (dtype ``S<w>``), gathered without Python loops."""
+        a, b = self.starts[:, j], self.ends[:, j]
+        n = a.shape[0]
+        w = max(int((b - a).max()) if n else 1, 1)
+        buf = self.buf if w <= _PAD else np.concatenate([self.buf, np.zeros(w, np.uint8)])
+        # every w-byte run of the buffer as one overlapping S<w> string; take the field starts
+        runs = np.ndarray(shape=(buf.shape[0] - w + 1,), dtype=f"S{w}", buffer=buf, strides=(1,))
+        s = runs[a]
+        m = s.view(np.uint8).reshape(n, w)
+        m *= np.arange(w, dtype=np.int64)[None, :] < (b - a)[:, None]  # clear bytes past the field
+        return s
+
+    def floats(self, j: int, *, empty_is_nan: bool = False, dtype=np.float64) -> np.ndarray:
+        """Column ``j`` as numbers ('NaN' allowed; empty fields are NaN only if ``empty_is_nan``)."""
+        s = self.raw(j)
+        if empty_is_nan:
+            empty = self.ends[:, j] == self.starts[:, j]
+            if empty.any():
+                s = s.astype(f"S{max(s.dtype.itemsize, 3)}")
+                s[empty] = b"nan"
+        try:
+            return s.astype(dtype)
+        except ValueError:
+            pass
+        for i, v in enumerate(s.tolist()):
+            try:
+                float(v)
+            except ValueError:
+                raise self.error(i, j, f"expected a number, got {self.value(i, j)!r}") from None
+        raise WearspecError(f"{self.source}: could not parse column {j + 1} ({self.columns[j]}) as numbers")
+
+    def ints(self, j: int) -> np.ndarray:
+        """Column ``j`` as int64 (plain integers only)."""
+        s = self.raw(j)
+        try:
+            return s.astype(np.int64)
+        except (ValueError, OverflowError):
+            pass
+        for i, v in enumerate(s.tolist()):
+            try:
+                int(v)
+            except ValueError:
+                raise self.error(i, j, f"expected an integer, got {self.value(i, j)!r}") from None
+        raise WearspecError(f"{self.source}: could not parse column {j + 1} ({self.columns[j]}) as integers")
+
+    def datetimes(self, j: int, example: str) -> np.ndarray:
+        """Column ``j`` (ISO date-times such as ``example``) as int64 microseconds since 1970."""
+        s = self.raw(j)
+        # not s.astype(datetime64) directly: with numpy 2.4 a bytes → datetime64 cast that meets an
+        # unparsable value in an array larger than the cast buffer crashes the interpreter
+        text = s.astype(_STR)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # numpy warns about (and applies) explicit UTC offsets
+            try:
+                t = text.astype("datetime64[us]")
+                bad = np.isnat(t)
+            except ValueError:
+                t, bad = None, None
+            if t is not None and not bad.any():
+                return t.astype(np.int64)
+            for i, v in enumerate(s.tolist()):
+                try:
+                    ok = not np.isnat(np.datetime64(v.decode("ascii"), "us"))
+                except (ValueError, UnicodeDecodeError):
+                    ok = False
+                if not ok:
+                    raise self.error(i, j, f"expected a date-time like {example!r}, got {self.value(i, j)!r}")
+        raise WearspecError(f"{self.source}: could not parse column {j + 1} ({self.columns[j]}) as date-times")
+
+    def bytes_list(self, j: int) -> list[bytes]:
+        """Column ``j`` as a list of ``bytes`` (for free text such as annotations)."""
+        text = self.text
+        return [text[a:b] for a, b in zip(self.starts[:, j].tolist(), self.ends[:, j].tolist())]
+
+
+def _field_count_error(source, line: int, got: int, n: int, what: str, is_last_line: bool) -> WearspecError:
+    hint = " (the file looks truncated)" if is_last_line and 0 < got < n else ""
+    return WearspecError(f"{where(source, f'line {line}')}: expected {n} {what}, got {got}{hint}")
+
+
+def split_whitespace(
+    text: bytes, first_line: int, n_fields: int, source, columns: Sequence[str], *, is_last: bool = False
+) -> Table:
+    """Split whole lines of whitespace-separated fields. Blank lines are skipped; a line with
+    another number of fields is an error (the last line of a file: 'truncated')."""
+    if not text.endswith(b"\n"):
+        text += b"\n"
+    buf = np.frombuffer(text, np.uint8)
+    sep = (buf == _SPACE) | (buf == _TAB) | (buf == _CR) | (buf == _NL)
+    nl = np.flatnonzero(buf == _NL)
+    before = np.empty_like(sep)
+    before[0], before[1:] = True, sep[:-1]
+    after = np.empty_like(sep)
+    after[-1], after[:-1] = True, sep[1:]
+    tok = ~sep
+    starts = np.flatnonzero(tok & before)
+    ends = np.flatnonzero(tok & after) + 1
+    counts = np.diff(np.searchsorted(starts, nl), prepend=0)  # tokens per line
+    filled = counts > 0
+    bad = filled & (counts != n_fields)
+    if bad.any():
+        i = int(np.argmax(bad))
+        last = is_last and i == int(np.flatnonzero(filled)[-1])
+        raise _field_count_error(source, first_line + i, int(counts[i]), n_fields, "space-separated values", last)
+    rows = np.flatnonzero(filled)
+    padded = np.concatenate([buf, np.zeros(_PAD, np.uint8)])
+    return Table(
+        text, padded, starts.reshape(-1, n_fields), ends.reshape(-1, n_fields), first_line + rows, source, columns
+    )
+
+
+def split_delimited(
+    text: bytes,
+    first_line: int,
+    n_fields: int,
+    source,
+    columns: Sequence[str],
+    *,
+    delimiter: bytes = b",",
+    record_ends: bytes = b"\n",
+    rest: bool = False,
+    trailing_delimiter_ok: bool = False,
+    is_last: bool = False,
+) -> Table:
+    """Split records of ``delimiter``-separated fields.
+
+    Records end at any byte of ``record_ends`` (always including ``\\n``; WISDM also uses ``;``).
+    Empty records are skipped. With ``rest`` the last field takes the rest of the record (free
+    text that may hold the delimiter, possibly quoted); fields before it may not be quoted. With
+    ``trailing_delimiter_ok`` one extra delimiter right at the end of a record (an empty extra
+    field) is accepted and ignored. Any other field count is an error naming the line.
+    """
+    if not text.endswith(b"\n"):
+        text += b"\n"
+    buf = np.frombuffer(text, np.uint8)
+    ends_mask = np.zeros(buf.shape, bool)
+    for ch in set(record_ends + b"\n"):
+        ends_mask |= buf == ch
+    rec_end = np.flatnonzero(ends_mask)
+    rec_start = np.empty_like(rec_end)
+    rec_start[0], rec_start[1:] = 0, rec_end[:-1] + 1
+    stop = rec_end.copy()
+    cr = (stop > rec_start) & (buf[np.maximum(stop - 1, 0)] == _CR)
+    stop[cr] -= 1
+    nl = np.flatnonzero(buf == _NL)
+    rec_line = first_line + np.searchsorted(nl, rec_start)
+    d = np.flatnonzero(buf == delimiter[0])
+    k0 = np.searchsorted(d, rec_start)
+    k1 = np.searchsorted(d, stop)
+    count = k1 - k0
+    blank = count == 0
+    if blank.any():  # no delimiter: only a record of whitespace is really blank
+        idx = np.flatnonzero(blank)
+        really = np.array([not text[a:b].strip() for a, b in zip(rec_start[idx].tolist(), stop[idx].tolist())], bool)
+        blank[idx[~really]] = False
+    need = n_fields - 1
+    if rest:
+        ok = count >= need
+    else:
+        ok = count == need
+        if trailing_delimiter_ok and d.size:
+            extra = (count == need + 1) & (d[np.clip(k1 - 1, 0, d.shape[0] - 1)] == stop - 1)
+            stop[extra] -= 1
+            ok |= extra
+    bad = ~ok & ~blank
+    if bad.any():
+        i = int(np.argmax(bad))
+        last = is_last and i == int(np.flatnonzero(~blank)[-1])
+        rec = text[rec_start[i] : stop[i]].decode("utf-8", "replace")
+        err = _field_count_error(source, int(rec_line[i]), int(count[i]) + 1, n_fields, "comma-separated fields", last)
+        raise WearspecError(f"{err} ({', '.join(columns)}): {rec[:120]!r}")
+    keep = np.flatnonzero(~blank)
+    k0, rec_start, stop, rec_line = k0[keep], rec_start[keep], stop[keep], rec_line[keep]
+    n = keep.shape[0]
+    starts = np.empty((n, n_fields), np.int64)
+    ends = np.empty((n, n_fields), np.int64)
+    starts[:, 0] = rec_start
+    ends[:, -1] = stop
+    if need:
+        seps = d[k0[:, None] + np.arange(need)[None, :]]
+        starts[:, 1:] = seps + 1
+        ends[:, :-1] = seps
+    if rest and need:
+        q = np.flatnonzero(buf == _QUOTE)
+        if q.size:
+            first_q = q[np.minimum(np.searchsorted(q, rec_start), q.size - 1)]
+            quoted = (first_q >= rec_start) & (first_q < ends[:, -2])
+            if quoted.any():
+                i = int(np.argmax(quoted))
+                raise WearspecError(
+                    f"{where(source, f'line {int(rec_line[i])}')}: quoted value in the fields "
+                    f"{', '.join(columns[:-1])}; expected plain values there"
+                )
+    padded = np.concatenate([buf, np.zeros(_PAD, np.uint8)])
+    return Table(text, padded, starts, ends, rec_line, source, columns)
+
+
+# ------------------------------------------------------------------------------------------------
+# Time axes
+# ------------------------------------------------------------------------------------------------
+
+
+def check_increasing(t: np.ndarray, lines: np.ndarray, source, unit: str = "s") -> None:
+    """Timestamps must strictly increase; else an error naming the line."""
+    if t.shape[0] < 2:
+        return
+    bad = np.diff(t) <= 0
+    if bad.any():
+        i = int(np.argmax(bad)) + 1
+        raise WearspecError(
+            f"{where(source, f'line {int(lines[i])}')}: timestamps must increase "
+            f"(got {t[i]:g} {unit} after {t[i - 1]:g} {unit})"
+        )
+
+
+def segments(
+    t: np.ndarray, lines: np.ndarray, rate: float, source, *, split_backwards_s: float | None = None, **tolerances
+) -> list[tuple[int, int]]:
+    """Continuous ``(begin, end)`` row ranges of a timestamp axis ``t`` (s) at nominal ``rate``.
+
+    Checks that the timestamps increase (naming the line) and match ``rate``, then splits at gaps,
+    both through :func:`~wearspec.data.windowing.uniform_from_timestamps` (``tolerances`` are its
+    keyword arguments). With ``split_backwards_s``, a jump back in time by more than that many
+    seconds (a clock change) starts a new range instead of being an error.
+    """
+    bounds = [0, t.shape[0]]
+    if split_backwards_s is not None and t.shape[0] > 1:
+        cuts = np.flatnonzero(np.diff(t) < -split_backwards_s) + 1
+        bounds = [0, *cuts.tolist(), t.shape[0]]
+    out = []
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        check_increasing(t[a:b], lines[a:b], source)
+        out += [(a + x, a + y) for x, y, _ in uniform_from_timestamps(t[a:b], rate, str(source), **tolerances)]
+    return out
+
+
+def part_name(base: str, k: int, n: int) -> str:
+    """Recording name of part ``k`` of ``n`` continuous parts (a single part keeps ``base``)."""
+    return base if n == 1 or k == 0 else f"{base}_part{k + 1}"
+
+
+def check_choice(values: Sequence[str], allowed: Sequence[str], key: str) -> list[str]:
+    """A non-empty list of distinct known names, else an error naming the config key."""
+    values = list(values)
+    if not values:
+        raise WearspecError(f"{key}: expected at least one of {', '.join(allowed)}")
+    for v in values:
+        if v not in allowed:
+            raise WearspecError(f"{key}: unknown value {v!r}; expected some of {', '.join(allowed)}")
+    if len(set(values)) != len(values):
+        raise WearspecError(f"{key}: values must be distinct, got {values}")
+    return values
