@@ -90,8 +90,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    # argparse puts "input" before the overrides: a KEY=VALUE in the input slot is an override.
+    # Overrides may come anywhere after the subcommand (also after options such as -o), which
+    # argparse's positional matching does not allow: collect the leftover KEY=VALUE items.
+    args, extra = parser.parse_known_args(argv)
+    bad = [e for e in extra if "=" not in e or e.startswith("-")]
+    if bad:
+        parser.error(f"unrecognized arguments: {' '.join(bad)}")
+    if extra and not hasattr(args, "overrides"):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        args.overrides = list(args.overrides) + extra
+    # A KEY=VALUE that landed in the optional input slot is an override too.
     if getattr(args, "input", None) and "=" in args.input and not Path(args.input).exists():
         args.overrides.insert(0, args.input)
         args.input = None

@@ -23,9 +23,10 @@ from wearspec.data.windowing import cut_windows
 from wearspec.errors import WearspecError
 
 
-def fingerprint(reader: str, cfg: PrepareConfig, inputs: list[Path]) -> str:
-    """Hash of the reader, its relevant settings and the input files (path, size, mtime in ns)."""
-    settings = {"reader": reader, "window": to_dict(cfg.window), "dtype": cfg.store.dtype}
+def fingerprint(reader: str, cfg: PrepareConfig, inputs: list[Path], source_meta: dict | None = None) -> str:
+    """Hash of the reader, its settings, what it reports about the data (``Source.meta``, e.g. a
+    generator version) and the input files (path, size, mtime in ns)."""
+    settings = {"reader": reader, "window": to_dict(cfg.window), "dtype": cfg.store.dtype, "source": source_meta}
     section = getattr(cfg, reader, None)  # the reader's own config section, when it has one
     if section is not None:
         settings[reader] = to_dict(section)
@@ -33,7 +34,7 @@ def fingerprint(reader: str, cfg: PrepareConfig, inputs: list[Path]) -> str:
     for p in sorted(inputs):
         st = p.stat()
         files.append([str(p.resolve()), st.st_size, st.st_mtime_ns])
-    blob = json.dumps({"settings": settings, "files": files}, sort_keys=True).encode()
+    blob = json.dumps({"settings": settings, "files": files}, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
@@ -52,7 +53,7 @@ def prepare(
     if path is not None and not path.exists():
         raise WearspecError(f"{path}: input not found")
     source = module.open_source(path, cfg)
-    fp = fingerprint(reader, cfg, source.inputs)
+    fp = fingerprint(reader, cfg, source.inputs, source.meta)
     if check_output(output, fp, cfg.store.overwrite):
         return WindowStore(output), True
     spec = cfg.window
