@@ -7,7 +7,8 @@
 2. Consumption: windows/s of one training step of a tiny ViT (timm, dim 96, depth 4) on the
    spectrogram front end's output, batch 64 — what a CPU pretraining step eats.
 3. Memory: peak RSS of a process that reads a whole store in shuffled order, for a store of N and
-   of 10×N windows (same process code, fresh subprocess each); target ratio ≤ 1.1.
+   of 10×N windows (same process code, fresh subprocess each); target ratio ≤ 1.1. For contrast,
+   the same read done by indexing ``np.memmap`` views, whose touched pages count as resident.
 """
 
 from __future__ import annotations
@@ -81,14 +82,32 @@ def train_step_rate(batch: int = 64, steps: int = 8) -> float:
     return batch * steps / (time.perf_counter() - t0)
 
 
-def rss_probe(store_path: str) -> None:
-    read_epoch(Path(store_path), workers=0)
+def rss_probe(store_path: str, mode: str) -> None:
+    """Read the whole store in shuffled batches of 256; print peak RSS (KiB).
+
+    mode "store": WindowStore.read_batch (positioned reads, what the Dataset uses);
+    mode "memmap": fancy indexing into np.memmap views of the shards (for contrast).
+    """
+    from wearspec.data.store import WindowStore
+
+    st = WindowStore(store_path)
+    order = np.random.default_rng(0).permutation(len(st))
+    maps = [st.shard_array(s) for s in range(len(st.manifest["shards"]))]
+    total = 0.0
+    for a in range(0, len(order), 256):
+        idx = order[a : a + 256]
+        if mode == "store":
+            x = st.read_batch(idx)
+        else:
+            s, r = np.divmod(idx, st.shard_windows)
+            x = np.stack([maps[i][j] for i, j in zip(s, r)]).astype(np.float32)
+        total += float(x[:, 0, 0].sum())
     print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)  # KiB on Linux
 
 
-def peak_rss_mib(store_path: Path) -> float:
-    out = subprocess.run([sys.executable, __file__, "--rss-probe", str(store_path)], check=True,
-                         capture_output=True, text=True).stdout
+def peak_rss_mib(store_path: Path, mode: str = "store") -> float:
+    out = subprocess.run([sys.executable, __file__, "--rss-probe", str(store_path), "--rss-mode", mode],
+                         check=True, capture_output=True, text=True).stdout
     return int(out.strip().splitlines()[-1]) / 1024
 
 
@@ -97,10 +116,11 @@ def main() -> None:
     ap.add_argument("--windows", type=int, default=20000, help="windows in the small store (the large has 10×)")
     ap.add_argument("--json", help="also write the numbers here")
     ap.add_argument("--rss-probe", help=argparse.SUPPRESS)
+    ap.add_argument("--rss-mode", default="store", help=argparse.SUPPRESS)
     args = ap.parse_args()
     torch.set_num_threads(2)
     if args.rss_probe:
-        return rss_probe(args.rss_probe)
+        return rss_probe(args.rss_probe, args.rss_mode)
     with tempfile.TemporaryDirectory() as d:
         small, large = Path(d) / "small", Path(d) / "large"
         make_store(small, args.windows)
@@ -110,6 +130,7 @@ def main() -> None:
         r2 = read_epoch(small, 2)
         step = train_step_rate()
         rss_s, rss_l = peak_rss_mib(small), peak_rss_mib(large)
+        mm_s, mm_l = peak_rss_mib(small, "memmap"), peak_rss_mib(large, "memmap")
         res = {
             "window": [C, T], "small_store_windows": args.windows, "small_store_mib": round(mb(small), 1),
             "large_store_mib": round(mb(large), 1),
@@ -118,6 +139,8 @@ def main() -> None:
             "read_over_consumption": round(r0 / step, 1),
             "peak_rss_mib_small": round(rss_s, 1), "peak_rss_mib_large": round(rss_l, 1),
             "rss_ratio_large_over_small": round(rss_l / rss_s, 3),
+            "contrast_memmap_peak_rss_mib_small": round(mm_s, 1), "contrast_memmap_peak_rss_mib_large": round(mm_l, 1),
+            "contrast_memmap_rss_ratio": round(mm_l / mm_s, 3),
         }
     print(f"{'measure':44s} value")
     for k, v in res.items():
