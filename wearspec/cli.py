@@ -54,6 +54,47 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _is_rank0() -> bool:
+    import os
+
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _pretrain(args: argparse.Namespace) -> int:
+    from wearspec.config import load_config, to_yaml
+    from wearspec.ssl.pretrain import PretrainConfig, run_pretrain
+
+    cfg = load_config(PretrainConfig, args.config, args.overrides)
+    if args.print_config:
+        print(to_yaml(cfg), end="")
+        return 0
+    summary = run_pretrain(cfg)
+    if _is_rank0():
+        print(json.dumps(summary))
+    return 0
+
+
+def _probe(args: argparse.Namespace) -> int:
+    from wearspec.config import load_config, to_yaml
+    from wearspec.evaluate.probe import ProbeConfig, run_probe
+
+    cfg = load_config(ProbeConfig, args.config, args.overrides)
+    if args.print_config:
+        print(to_yaml(cfg), end="")
+        return 0
+    run_probe(cfg)
+    return 0
+
+
+def _recipe_parser(sub, name: str, func, help: str, description: str, example: str) -> None:
+    p = sub.add_parser(name, help=help, description=description, epilog=f"example: {example}",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", help="YAML recipe (see configs/)")
+    p.add_argument("--print-config", action="store_true", help="print the resolved settings and exit")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. optim.epochs=10")
+    p.set_defaults(func=func)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from wearspec.data.readers import READERS
 
@@ -85,6 +126,20 @@ def build_parser() -> argparse.ArgumentParser:
     pi.add_argument("--no-png", action="store_true", help="only print the counts")
     pi.add_argument("--json", action="store_true", help="print the summary as JSON")
     pi.set_defaults(func=_inspect)
+
+    _recipe_parser(
+        sub, "pretrain", _pretrain, "EsViT/DINO self-supervised pretraining (alone or under torchrun)",
+        "Pretrain a ViT or Swin backbone on the spectrograms of a window store with EsViT/DINO. Runs alone or "
+        "under torchrun (gloo on CPU, nccl on GPU). Resumes from the newest checkpoint in OUTPUT/checkpoints.",
+        "torchrun --standalone --nproc_per_node=2 -m wearspec pretrain --config configs/pretrain_vit_tiny.yaml "
+        "store=data/synth output=runs/pt",
+    )
+    _recipe_parser(
+        sub, "probe", _probe, "linear probe and k-NN of frozen features, subject-wise",
+        "Evaluate a pretrained backbone: frozen features → weighted k-NN and a linear probe (hyper-parameters "
+        "selected on validation subjects only); accuracy, macro-F1 and Cohen's kappa pooled and per subject.",
+        "wearspec probe checkpoint=runs/pt store=data/synth output=runs/pt/probe",
+    )
     return p
 
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 import inspect
 import math
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Sequence
 
 import torch
@@ -342,3 +343,46 @@ def _full_precision(device: torch.device) -> Iterator[None]:
 def _check(ok: bool, name: str, expected: str, got: Any) -> None:
     if not ok:
         raise WearspecError(f"frontend.{name}: expected {expected}, got {got!r}")
+
+
+def auto_stft(window: int) -> tuple[int, int]:
+    """Default (n_fft, hop) for windows of ``window`` samples: a power-of-two ``n_fft`` of about
+    1/8 of the window (8…1024) and 75 % overlap, which gives ~32 time frames per window (e.g.
+    5 s at 50 Hz → n_fft 32, hop 8, 17 × 32 bins)."""
+    n_fft = 2 ** int(round(math.log2(max(8.0, window / 8.0))))
+    n_fft = max(8, min(1024, n_fft))
+    return n_fft, max(1, n_fft // 4)
+
+
+@dataclass
+class FrontendConfig:
+    """Spectrogram settings of a recipe (0 = automatic from the store's window length)."""
+
+    n_fft: int = 0
+    hop_length: int = 0
+    window: str = "hann"
+    power: float = 1.0
+    log: str = "log1p"
+    n_mels: int = 0
+    normalize: bool = True
+    fit_windows: int = 2048  # windows used to fit the per-channel normalisation statistics
+
+    def validate(self) -> None:
+        _check(self.n_fft >= 0 and self.hop_length >= 0, "frontend.n_fft/hop_length", "≥ 0 (0 = auto)",
+               (self.n_fft, self.hop_length))
+        _check(self.power in (1.0, 2.0), "frontend.power", "1 (magnitude) or 2 (power)", self.power)
+        _check(self.log in ("none", "log1p", "log"), "frontend.log", "none, log1p or log", self.log)
+        _check(self.fit_windows >= 1, "frontend.fit_windows", "≥ 1", self.fit_windows)
+
+
+def build_frontend(cfg: FrontendConfig, rate: float, window: int, channels: Sequence[str]) -> "SpectrogramFrontend":
+    """A front end for windows of ``window`` samples at ``rate`` Hz with these channels (unfitted)."""
+    cfg.validate()
+    n_fft, hop = auto_stft(window)
+    n_fft = cfg.n_fft or n_fft
+    hop = cfg.hop_length or (n_fft // 4 if cfg.n_fft else hop)
+    return SpectrogramFrontend(
+        n_fft=n_fft, hop_length=hop, window=cfg.window, power=cfg.power, log=cfg.log, n_mels=cfg.n_mels,
+        sample_rate=rate if cfg.n_mels else None, normalize=cfg.normalize, n_channels=len(channels),
+        channel_names=list(channels),
+    )

@@ -11,15 +11,6 @@ from wearspec.data.store import WindowStore
 from wearspec.utils.io import atomic_path
 
 
-def default_stft(rate: float, window: int) -> dict:
-    """Sensible STFT settings for a store: ~1 s analysis window (a power of two, ≤ the window
-    length, ≥ 16 samples) and 75 % overlap."""
-    n_fft = 2 ** int(round(np.log2(max(16.0, min(rate, window)))))
-    while n_fft > window and n_fft > 16:
-        n_fft //= 2
-    return {"n_fft": n_fft, "hop_length": max(1, n_fft // 4)}
-
-
 def format_summary(summary: dict) -> str:
     """A plain-text table: counts per subject × label, then totals."""
     labels = list(summary["per_label"])
@@ -51,7 +42,7 @@ def spectrogram_grid(store: WindowStore, out: str | os.PathLike, *, per_class: i
     import matplotlib.pyplot as plt
     import torch
 
-    from wearspec.data.frontend import SpectrogramFrontend
+    from wearspec.data.frontend import SpectrogramFrontend, auto_stft
 
     rng = np.random.default_rng(seed)
     classes = [(i, name) for i, name in enumerate(store.label_names) if (store.labels == i).any()]
@@ -60,7 +51,8 @@ def spectrogram_grid(store: WindowStore, out: str | os.PathLike, *, per_class: i
     for code, _ in rows:
         idx = np.flatnonzero(store.labels == code) if classes else np.arange(len(store))
         picks.append(np.sort(rng.choice(idx, size=min(per_class, idx.size), replace=False)))
-    front = SpectrogramFrontend(**default_stft(store.rate, store.window), power=1.0, log="log1p")
+    n_fft, hop = auto_stft(store.window)
+    front = SpectrogramFrontend(n_fft=n_fft, hop_length=hop, power=1.0, log="log1p")
     fig, axes = plt.subplots(len(rows), per_class, figsize=(2.6 * per_class, 1.9 * len(rows) + 0.4),
                              squeeze=False)
     duration = store.window / store.rate

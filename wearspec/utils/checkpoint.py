@@ -1,0 +1,100 @@
+"""Checkpoints: atomic writes, keep-last-k, newest-first discovery, safe loading.
+
+Files are ``<dir>/ckpt-<step:08d>.pt`` written by ``torch.save`` to a temporary name in the same
+folder, flushed to disk, then renamed, so a crash never leaves a truncated checkpoint under a real
+name. Loading uses ``torch.load(weights_only=True)``: a checkpoint holds tensors, dicts, lists,
+strings and numbers only, never arbitrary pickled objects. Final weights are also exported as
+safetensors (:func:`save_weights`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import torch
+
+from wearspec.errors import WearspecError
+
+FORMAT = "wearspec-checkpoint"
+VERSION = 1
+_NAME = re.compile(r"^ckpt-(\d{8})\.pt$")
+
+
+def checkpoint_path(folder: str | os.PathLike, step: int) -> Path:
+    return Path(folder) / f"ckpt-{step:08d}.pt"
+
+
+def list_checkpoints(folder: str | os.PathLike) -> list[Path]:
+    """Checkpoints in ``folder``, oldest first (by step)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _NAME.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def save_checkpoint(state: dict, folder: str | os.PathLike, step: int, keep_last: int = 3) -> Path:
+    """Write ``state`` atomically as the checkpoint of ``step``; keep only the newest ``keep_last``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    target = checkpoint_path(folder, step)
+    tmp = folder / f".{target.name}.tmp-{os.getpid()}"
+    state = {"format": FORMAT, "version": VERSION, **state}
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    if keep_last > 0:
+        for old in list_checkpoints(folder)[:-keep_last]:
+            old.unlink(missing_ok=True)
+    return target
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """Load a wearspec checkpoint safely; every problem is a one-line WearspecError naming the file."""
+    path = Path(path)
+    if path.is_dir():
+        newest = latest_checkpoint(path) or latest_checkpoint(path / "checkpoints")
+        if newest is None:
+            raise WearspecError(f"{path}: no checkpoint (ckpt-*.pt) in this folder or its checkpoints/")
+        path = newest
+    if not path.is_file():
+        raise WearspecError(f"{path}: checkpoint not found")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # truncated zip, foreign pickle, unsafe globals
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise WearspecError(f"{path}: not a readable wearspec checkpoint ({first[:200]})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise WearspecError(f"{path}: not a wearspec checkpoint (no format={FORMAT!r})")
+    if state.get("version") != VERSION:
+        raise WearspecError(f"{path}: checkpoint version {state.get('version')} is not supported (expected {VERSION})")
+    return state
+
+
+def latest_checkpoint(folder: str | os.PathLike) -> Path | None:
+    """The newest checkpoint in ``folder`` that loads, or None. Unreadable ones are skipped."""
+    for p in reversed(list_checkpoints(folder)):
+        try:
+            torch.load(p, map_location="cpu", weights_only=True, mmap=True)
+            return p
+        except Exception:
+            continue
+    return None
+
+
+def save_weights(tensors: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict[str, str] | None = None) -> None:
+    """Write a flat state dict as safetensors, atomically."""
+    from safetensors.torch import save_file
+
+    from wearspec.utils.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
