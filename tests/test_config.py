@@ -71,3 +71,17 @@ def test_nested_dataclass_types():
     assert cfg.inner.k == 4 and cfg.names == ["a", "b"]
     with pytest.raises(WearspecError, match=r"inner: expected a section"):
         load_config(Outer, None, ["inner=3"])
+
+
+def test_float_written_in_exponent_form():
+    from dataclasses import dataclass as dc
+
+    @dc
+    class C:
+        lr: float = 0.1
+        lrs: list[float] = field(default_factory=list)
+
+    cfg = load_config(C, None, ["lr=1e-3", "lrs=[1e-3, 0.01]"])
+    assert cfg.lr == 1e-3 and cfg.lrs == [1e-3, 0.01]
+    with pytest.raises(WearspecError, match="lr: expected a number, got 'fast'"):
+        load_config(C, None, ["lr=fast"])

@@ -77,6 +77,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise WearspecError(f"{key}: expected an integer, got {value!r}")
         return int(value)
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise WearspecError(f"{key}: expected a number, got {value!r}")
         return float(value)

@@ -1,0 +1,325 @@
+"""The ``wearspec probe`` recipe: frozen features → k-NN and linear probe, subject-wise.
+
+Read top to bottom, :func:`run_probe`:
+
+1. loads the encoder (``encoder_from_checkpoint``; a pretrain output folder means its newest
+   checkpoint in ``<dir>/checkpoints/``) and checks that the labelled store matches it: same
+   channels in the same order, same rate, same window length;
+2. builds the subject-wise split(s): one holdout split, k folds, leave-one-subject-out, or the
+   dataset's predefined split; validation subjects always come from the training subjects;
+3. extracts features of every labelled window once and caches them under ``<output>/features/``
+   (keyed by the encoder weights, the feature options and the store), so re-runs reuse them;
+4. per split: weighted k-NN (bank = training windows) and the linear-probe sweep, selected on
+   validation macro-F1 only; test predictions come last;
+5. pools the test predictions of all folds (every subject is tested exactly once in k-fold/LOSO)
+   into one report: pooled and per-subject accuracy, macro-F1 and κ with mean ± SD over subjects,
+   per-class F1, confusion matrices; writes ``confusion_{knn,linear}.png``,
+   ``per_subject_{knn,linear}.png`` and, last, ``report.json``.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from wearspec.config import to_dict
+from wearspec.data.splits import Split, kfold, leave_one_subject_out, predefined_split, subject_split
+from wearspec.data.store import WindowStore
+from wearspec.errors import WearspecError
+from wearspec.evaluate.features import (
+    FeatureCache,
+    cache_key,
+    extract_features,
+    hash_array,
+    hash_module,
+    resolve_device,
+)
+from wearspec.evaluate.knn import knn_predict
+from wearspec.evaluate.linear import LinearProbeConfig, fit_linear_probe
+from wearspec.evaluate.metrics import METRICS, classification_report, format_mean_sd
+from wearspec.evaluate.plots import plot_confusion, plot_per_subject
+from wearspec.utils.io import write_json
+
+SPLIT_MODES = ("holdout", "kfold", "loso", "predefined")
+WHICH = ("teacher", "student", "random")
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".safetensors", ".bin")
+
+
+@dataclass
+class SplitConfig:
+    """Subject-wise evaluation split.
+
+    holdout: one train/val/test split by subject fractions (or the named ``test_subjects`` /
+    ``val_subjects``); kfold: ``k`` folds over subjects; loso: leave one subject out; predefined:
+    the dataset's own split column. Validation subjects (``val_fraction`` of the training subjects
+    of each fold) are used for model selection only.
+    """
+
+    mode: str = "holdout"
+    val_fraction: float = 0.15
+    test_fraction: float = 0.25
+    k: int = 5
+    seed: int = 0
+    test_subjects: list[str] = field(default_factory=list)
+    val_subjects: list[str] = field(default_factory=list)
+
+    def validate(self) -> None:
+        if self.mode not in SPLIT_MODES:
+            raise WearspecError(f"split.mode: expected one of {', '.join(SPLIT_MODES)}, got {self.mode!r}")
+        for name in ("val_fraction", "test_fraction"):
+            v = getattr(self, name)
+            if not 0.0 <= v < 1.0:
+                raise WearspecError(f"split.{name}: expected a fraction in [0, 1), got {v}")
+        if self.mode != "holdout" and (self.test_subjects or self.val_subjects):
+            raise WearspecError(
+                f"split.test_subjects/val_subjects: only used with split.mode=holdout (mode is {self.mode})")
+
+
+@dataclass
+class ProbeConfig:
+    """``wearspec probe``: evaluate a pretrained encoder by k-NN and linear probe on a labelled store."""
+
+    checkpoint: str = ""  # pretrain checkpoint file, or a pretrain output dir (newest in <dir>/checkpoints/)
+    store: str = ""  # labelled window store
+    output: str = ""  # report folder
+    which: str = "teacher"  # teacher | student | random (a randomly initialised baseline)
+    n_last: int = 4  # features from the last n blocks (ViT: CLS tokens; Swin: pooled stages)
+    avgpool: bool = False  # ViT: also append the mean patch token
+    split: SplitConfig = field(default_factory=SplitConfig)
+    knn_k: int = 20  # neighbours of the weighted k-NN
+    knn_temperature: float = 0.07  # vote weight exp(cosine similarity / T)
+    linear: LinearProbeConfig = field(default_factory=LinearProbeConfig)
+    batch_size: int = 256  # feature-extraction batch
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.which not in WHICH:
+            raise WearspecError(f"which: expected one of {', '.join(WHICH)}, got {self.which!r}")
+        if self.n_last < 1:
+            raise WearspecError(f"n_last: expected ≥ 1, got {self.n_last}")
+        if self.knn_k < 1 or not self.knn_temperature > 0:
+            raise WearspecError(
+                f"knn_k / knn_temperature: expected ≥ 1 and > 0, got {self.knn_k}, {self.knn_temperature}")
+        if self.batch_size < 1:
+            raise WearspecError(f"batch_size: expected ≥ 1, got {self.batch_size}")
+        self.split.validate()
+        self.linear.validate()
+
+
+# -- components ----------------------------------------------------------------------------------
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file as is; a folder → its newest checkpoint (``<dir>/checkpoints/`` if present)."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    if not p.is_dir():
+        raise WearspecError(f"{p}: checkpoint not found (expected a checkpoint file or a pretrain output folder)")
+    folder = p / "checkpoints" if (p / "checkpoints").is_dir() else p
+    found = [f for f in folder.iterdir()
+             if f.is_file() and not f.name.startswith(".") and f.suffix in CHECKPOINT_SUFFIXES]
+    if not found:
+        raise WearspecError(f"{folder}: no checkpoint files ({', '.join(CHECKPOINT_SUFFIXES)}) in this folder")
+    return max(found, key=lambda f: (f.stat().st_mtime_ns, f.name))
+
+
+def check_store_matches(store: WindowStore, meta: dict, source: str) -> None:
+    """Raise unless the store's channels (and order), rate and window length equal the encoder's."""
+    where = f"{store.path} does not match the encoder of {source}"
+    want = meta.get("channels")
+    if want is not None and list(want) != list(store.channels):
+        if sorted(want) == sorted(store.channels):
+            raise WearspecError(f"{where}: same channels in a different order (store {store.channels}, "
+                                f"encoder {list(want)}); re-prepare the store with the encoder's channel order")
+        raise WearspecError(f"{where}: channels differ (store {store.channels}, encoder {list(want)})")
+    rate = meta.get("rate")
+    if rate is not None and not math.isclose(float(rate), store.rate, rel_tol=1e-6):
+        raise WearspecError(f"{where}: sampling rate differs (store {store.rate:g} Hz, encoder {float(rate):g} Hz)")
+    window = meta.get("window")
+    if window is not None and int(window) != store.window:
+        raise WearspecError(
+            f"{where}: window length differs (store {store.window} samples, encoder {int(window)} samples)")
+
+
+def make_splits(store: WindowStore, windows: np.ndarray, cfg: SplitConfig) -> list[Split]:
+    """Subject-wise split(s) of the store windows ``windows``; returned indices are store indices."""
+    subjects = store.subjects[windows]
+    if cfg.mode == "holdout":
+        splits = [subject_split(subjects, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction,
+                                seed=cfg.seed, test_subjects=cfg.test_subjects or None,
+                                val_subjects=cfg.val_subjects or None, subject_names=store.subject_names)]
+    elif cfg.mode == "kfold":
+        splits = kfold(subjects, cfg.k, val_fraction=cfg.val_fraction, seed=cfg.seed)
+    elif cfg.mode == "loso":
+        splits = leave_one_subject_out(subjects, val_fraction=cfg.val_fraction, seed=cfg.seed)
+    else:
+        splits = [predefined_split(store.splits[windows])]
+    out = []
+    for sp in splits:
+        parts = {k: windows[getattr(sp, k)] for k in ("train", "val", "test")}
+        subj = sp.subjects or {k: np.unique(store.subjects[v]).tolist() for k, v in parts.items()}
+        if parts["test"].size == 0:
+            raise WearspecError(f"split {sp.name}: no test windows (split.mode={cfg.mode}, "
+                                f"test_fraction={cfg.test_fraction}); the probe needs test subjects")
+        out.append(Split(parts["train"], parts["val"], parts["test"], subjects=subj, name=sp.name))
+    return out
+
+
+def _store_identity(store: WindowStore) -> dict:
+    shards = [(s["file"], (store.path / s["file"]).stat().st_size, (store.path / s["file"]).stat().st_mtime_ns)
+              for s in store.manifest["shards"]]
+    h = hashlib.sha256((store.path / "manifest.json").read_bytes())
+    h.update(repr(shards).encode())
+    return {"path": str(store.path.resolve()), "manifest_and_shards": h.hexdigest()[:16]}
+
+
+def _jsonable(obj: Any) -> Any:
+    """NaN/inf → None, numpy scalars → Python, drop values JSON cannot hold (tensors, bytes)."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items() if _keep(v)}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj if _keep(v)]
+    if isinstance(obj, (np.integer, np.floating)):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def _keep(v: Any) -> bool:
+    return v is None or isinstance(v, (dict, list, tuple, str, int, float, bool, np.integer, np.floating))
+
+
+def _table(report: dict) -> str:
+    head = f"{'method':<8}{'accuracy':>10}{'macro-F1':>10}{'kappa':>8}   {'subject macro-F1':>18}{'subject kappa':>18}"
+    lines = [head]
+    for method in ("knn", "linear"):
+        r = report[method]
+        p, s = r["pooled"], r["subject_summary"]
+        lines.append(f"{'k-NN' if method == 'knn' else 'linear':<8}{p['accuracy']:>10.3f}{p['macro_f1']:>10.3f}"
+                     f"{p['kappa']:>8.3f}   {format_mean_sd(s['macro_f1']):>18}{format_mean_sd(s['kappa']):>18}")
+    for sel in report["linear"]["selection"]:
+        lines.append(f"linear probe {sel['split']}: lr={sel['lr']:g} weight_decay={sel['weight_decay']:g} "
+                     f"({sel['selected_on']} macro-F1 {sel['score']:.3f})")
+    return "\n".join(lines)
+
+
+# -- the recipe ----------------------------------------------------------------------------------
+
+
+def run_probe(cfg: ProbeConfig, encoder: torch.nn.Module | None = None, meta: dict | None = None,
+              *, verbose: bool = True) -> dict:
+    """Run the probe recipe (module docstring); returns the report written to ``<output>/report.json``.
+
+    ``encoder`` (with a ``probe_features(x_raw (B, C, T), n_last, avgpool) -> (B, D)`` method) and its
+    ``meta`` may be given instead of ``cfg.checkpoint``; without ``meta`` the store check is skipped.
+    """
+    cfg.validate()
+    if not cfg.store or not cfg.output:
+        raise WearspecError("probe: both store=… (labelled window store) and output=… (report folder) are required")
+    out = Path(cfg.output)
+    store = WindowStore(cfg.store)
+    torch.manual_seed(cfg.seed)  # a `random` encoder is reproducible
+    ckpt = None
+    if encoder is None:
+        if not cfg.checkpoint:
+            raise WearspecError("probe: checkpoint=… is required (a pretrain checkpoint file or output folder)")
+        from wearspec.models.encoder import encoder_from_checkpoint
+
+        ckpt = resolve_checkpoint(cfg.checkpoint)
+        encoder, meta = encoder_from_checkpoint(ckpt, which=cfg.which)
+    source = str(ckpt or cfg.checkpoint or "the given encoder")
+    if meta:
+        check_store_matches(store, meta, source)
+    if not store.has_labels:
+        raise WearspecError(f"{store.path}: the store has no labels; the probe needs a labelled store "
+                            "(prepare it from a labelled dataset)")
+    n_classes = len(store.label_names)
+
+    # 1. splits over labelled windows
+    labelled = np.flatnonzero(store.labels >= 0)
+    splits = make_splits(store, labelled, cfg.split)
+
+    # 2. features of every window any split needs, once (cached)
+    needed = np.unique(np.concatenate([np.concatenate([s.train, s.val, s.test]) for s in splits]))
+    device = resolve_device(cfg.device)
+    encoder.to(device)
+    key = cache_key(encoder=hash_module(encoder), which=cfg.which, n_last=cfg.n_last, avgpool=cfg.avgpool,
+                    store=_store_identity(store), indices=hash_array(needed))
+    fn = functools.partial(encoder.probe_features, n_last=cfg.n_last, avgpool=cfg.avgpool)
+    cache = FeatureCache(out / "features")
+    (feats, labels, _), hit = cache.get_or_compute(
+        key, lambda: extract_features(fn, store, needed, cfg.batch_size, device))
+    if verbose:
+        print(f"features: {feats.shape[0]} windows × {feats.shape[1]} dims "
+              f"({'cached' if hit else 'computed'}: {cache.path(key)})")
+
+    def at(idx: np.ndarray) -> np.ndarray:
+        return np.searchsorted(needed, idx)
+
+    # 3. per split: k-NN and linear probe (selection on validation only, test last)
+    test_idx, knn_pred, lin_pred, selection, fold_reports = [], [], [], [], []
+    for sp in splits:
+        tr, va = at(sp.train), at(sp.val)
+        probe = fit_linear_probe(feats[tr], labels[tr], feats[va], labels[va], n_classes, cfg.linear,
+                                 seed=cfg.seed, device=device)
+        te = at(sp.test)  # test windows are first touched here, after model selection
+        kp, _ = knn_predict(feats[tr], labels[tr], feats[te], cfg.knn_k, cfg.knn_temperature, n_classes,
+                            device=device)
+        lp, _ = probe.predict(feats[te])
+        test_idx.append(sp.test)
+        knn_pred.append(kp)
+        lin_pred.append(lp)
+        selection.append({"split": sp.name, **probe.selection()})
+        y, subj = labels[te], store.subjects[sp.test]
+        fold_reports.append({
+            **sp.describe(store.subject_names),
+            "knn": classification_report(y, kp, subj, store.label_names, store.subject_names)["pooled"],
+            "linear": classification_report(y, lp, subj, store.label_names, store.subject_names)["pooled"],
+        })
+
+    # 4. pooled over folds: every test subject once
+    ti = np.concatenate(test_idx)
+    y_test, s_test = store.labels[ti], store.subjects[ti]
+    knn_report = classification_report(y_test, np.concatenate(knn_pred), s_test, store.label_names, store.subject_names)
+    lin_report = classification_report(y_test, np.concatenate(lin_pred), s_test, store.label_names, store.subject_names)
+    knn_report.update(k=cfg.knn_k, temperature=cfg.knn_temperature, bank="train")
+    lin_report["selection"] = selection
+
+    report = _jsonable({
+        "format": "wearspec-probe-report",
+        "version": 1,
+        "checkpoint": str(ckpt) if ckpt else (cfg.checkpoint or None),
+        "store": str(store.path),
+        "which": cfg.which,
+        "encoder": meta or {},
+        "features": {"windows": int(feats.shape[0]), "dim": int(feats.shape[1]), "n_last": cfg.n_last,
+                     "avgpool": cfg.avgpool, "cache": str(cache.path(key))},
+        "labels": store.label_names,
+        "metrics": list(METRICS),
+        "splits": fold_reports,
+        "knn": knn_report,
+        "linear": lin_report,
+        "config": to_dict(cfg),
+    })
+    # 5. figures, then report.json last (each write atomic)
+    for method, r in (("knn", knn_report), ("linear", lin_report)):
+        name = "k-NN" if method == "knn" else "linear probe"
+        plot_confusion(r["confusion_matrix"], store.label_names, out / f"confusion_{method}.png",
+                       title=f"{name}: {r['n']} test windows, {r['n_subjects']} subjects")
+        plot_per_subject(r["per_subject"], out / f"per_subject_{method}.png", metric="macro_f1",
+                         title=f"{name}: macro-F1 per test subject")
+    write_json(out / "report.json", report)
+    if verbose:
+        print(_table(report))
+        print(f"report: {out / 'report.json'}")
+    return report
