@@ -71,7 +71,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # truncated zip, foreign pickle, unsafe globals
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise WearspecError(f"{path}: not a readable wearspec checkpoint ({first[:200]})") from None
+        raise WearspecError(f"{path}: not a wearspec checkpoint (cannot load it safely: {first[:200]})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise WearspecError(f"{path}: not a wearspec checkpoint (no format={FORMAT!r})")
     if state.get("version") != VERSION:
