@@ -80,13 +80,17 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 
 
 def latest_checkpoint(folder: str | os.PathLike) -> Path | None:
-    """The newest checkpoint in ``folder`` that loads, or None. Unreadable ones are skipped."""
+    """The newest checkpoint in ``folder`` that loads, or None. Unreadable ones are skipped with a
+    warning on stderr (writes are atomic, so this means the file was damaged afterwards)."""
+    import sys
+
     for p in reversed(list_checkpoints(folder)):
         try:
             torch.load(p, map_location="cpu", weights_only=True, mmap=True)
             return p
-        except Exception:
-            continue
+        except Exception as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            print(f"wearspec: warning: skipping unreadable checkpoint {p} ({first[:160]})", file=sys.stderr)
     return None
 
 
