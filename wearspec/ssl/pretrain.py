@@ -243,7 +243,11 @@ def run_pretrain(cfg: PretrainConfig) -> dict:
 
     def save(at: int) -> None:
         rngs = du.all_gather_objects(rng_state(gen))
+        digests = du.all_gather_objects(du.param_digest(student))
+        if len(set(digests)) > 1:
+            log.info(f"step {at}: warning: ranks hold different student weights ({digests})")
         if dist.is_main:
+            log.log(at, event="checkpoint", replica_digests=digests, replicas_in_sync=len(set(digests)) == 1)
             save_checkpoint({
                 "stage": "pretrain", "step": at, "epoch": at // steps_per_epoch, "config": to_dict(cfg),
                 "encoder": meta, "student": student.encoder.state_dict(), "teacher": teacher.encoder.state_dict(),
@@ -265,8 +269,11 @@ def run_pretrain(cfg: PretrainConfig) -> dict:
     while step < stop_at:
         epoch = step // steps_per_epoch
         sampler.set_epoch(epoch)
+        # A private generator: creating a DataLoader iterator must not draw from the global RNG,
+        # or a resumed run (which creates one mid-epoch) would diverge from an uninterrupted one.
         loader = DataLoader(ds, batch_size=o.batch_size, sampler=sampler, drop_last=True,
-                            num_workers=cfg.runtime.num_workers, persistent_workers=False)
+                            num_workers=cfg.runtime.num_workers, persistent_workers=False,
+                            generator=torch.Generator().manual_seed(cfg.runtime.seed + epoch))
         for batch in loader:
             for g in optimizer.param_groups:
                 g["lr"] = float(lr_s[step]) * float(g.get("lr_scale", 1.0))  # Python floats: the optimizer

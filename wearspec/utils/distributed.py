@@ -60,9 +60,19 @@ def init_distributed(device: str = "auto", timeout_s: float = 600.0) -> DistInfo
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     if not dist.is_initialized():
-        kwargs: dict[str, Any] = {"backend": backend, "timeout": datetime.timedelta(seconds=timeout_s)}
+        timeout = datetime.timedelta(seconds=timeout_s)
+        kwargs: dict[str, Any] = {"backend": backend, "timeout": timeout}
         if dev.type == "cuda":
             kwargs["device_id"] = dev
+        restart = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+        if restart is not None and "MASTER_ADDR" in os.environ:
+            # After `torchrun --max-restarts` restarts the workers, the rendezvous store can still hold
+            # the previous round's peer addresses, and gloo/nccl then connect to dead processes
+            # ("connection refused"). A key prefix per restart round keeps every round apart.
+            agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+            tcp = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world,
+                                is_master=(not agent and rank == 0), timeout=timeout)
+            kwargs.update(store=dist.PrefixStore(f"wearspec/round_{restart}", tcp), rank=rank, world_size=world)
         dist.init_process_group(**kwargs)
     return DistInfo(rank=rank, world_size=world, local_rank=local_rank, device=dev, backend=backend)
 
@@ -105,6 +115,16 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=src)
     return box[0]
+
+
+def param_digest(module: torch.nn.Module) -> str:
+    """SHA-256 of every parameter's bytes, in order: equal digests ⇔ bitwise-identical replicas."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in module.parameters():
+        h.update(p.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def cleanup() -> None:

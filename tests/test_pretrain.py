@@ -1,0 +1,179 @@
+"""Pretraining: outputs, exact resume, NaN stop, config checks, torchrun with 2 ranks, a killed rank."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from wearspec.config import load_config
+from wearspec.data.prepare import prepare
+from wearspec.config import PrepareConfig
+from wearspec.errors import WearspecError
+from wearspec.models.encoder import encoder_from_checkpoint
+from wearspec.ssl.pretrain import PretrainConfig, run_pretrain
+from wearspec.utils.checkpoint import list_checkpoints, load_checkpoint
+from wearspec.utils.logging import read_metrics
+
+TINY = [
+    "backbone.embed_dim=32", "backbone.depth=2", "backbone.num_heads=2", "head.out_dim=128",
+    "head.hidden_dim=32", "head.bottleneck_dim=16", "optim.batch_size=16", "crops.n_local=2",
+    "runtime.log_every=1", "frontend.fit_windows=64", "runtime.device=cpu",
+]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("pt") / "store"
+    cfg = load_config(PrepareConfig, None, ["synthetic.subjects=4", "synthetic.minutes_per_subject=1.5"])
+    prepare("synthetic", None, out, cfg)
+    return out
+
+
+def _cfg(store, out, *extra):
+    return load_config(PretrainConfig, None, [f"store={store}", f"output={out}", *TINY, *extra])
+
+
+def test_outputs_checkpoints_and_export(store, tmp_path):
+    out = tmp_path / "run"
+    summary = run_pretrain(_cfg(store, out, "optim.epochs=2", "runtime.ckpt_every=4", "runtime.keep_last=2"))
+    assert summary["finished"] and summary["steps"] == summary["total_steps"]
+    for name in ("config.yaml", "metrics.jsonl", "teacher_encoder.safetensors", "encoder.json", "curves.png"):
+        assert (out / name).is_file(), name
+    ckpts = list_checkpoints(out / "checkpoints")
+    assert len(ckpts) == 2 and ckpts[-1].name == f"ckpt-{summary['steps']:08d}.pt"
+    state = load_checkpoint(ckpts[-1])  # weights_only=True
+    for key in ("student_net", "teacher_net", "optimizer", "scaler", "view_loss", "region_loss", "sampler", "rng",
+                "encoder", "config", "step", "epoch"):
+        assert key in state, key
+    assert state["view_loss"]["center"].abs().sum() > 0
+    recs = read_metrics(out / "metrics.jsonl")
+    steps = [r for r in recs if "loss" in r]
+    assert len(steps) == summary["steps"] and all(r["windows_per_s"] > 0 for r in steps)
+    assert {"entropy", "kl_uniform", "kl_center", "lr", "teacher_temp"} <= set(steps[-1])
+    assert all(r["replicas_in_sync"] for r in recs if r.get("event") == "checkpoint")
+    enc, meta = encoder_from_checkpoint(ckpts[-1], "teacher")
+    assert meta["channels"][:3] == ["acc_x", "acc_y", "acc_z"]
+    from safetensors.torch import load_file
+
+    exported = load_file(str(out / "teacher_encoder.safetensors"))
+    for k, v in enc.state_dict().items():
+        assert torch.equal(exported[k], v), k
+    # a finished run re-run does nothing more
+    assert run_pretrain(_cfg(store, out, "optim.epochs=2", "runtime.ckpt_every=4"))["steps"] == summary["steps"]
+
+
+def test_resume_is_bitwise_exact(store, tmp_path):
+    common = ["optim.epochs=2", "runtime.ckpt_every=100"]
+    a = tmp_path / "a"
+    run_pretrain(_cfg(store, a, *common))
+    b = tmp_path / "b"
+    first = run_pretrain(_cfg(store, b, *common, "runtime.max_steps=7"))
+    assert first["steps"] == 7 and not first["finished"]
+    assert [p.name for p in list_checkpoints(b / "checkpoints")] == ["ckpt-00000007.pt"]
+    run_pretrain(_cfg(store, b, *common))
+    sa = load_checkpoint(list_checkpoints(a / "checkpoints")[-1])
+    sb = load_checkpoint(list_checkpoints(b / "checkpoints")[-1])
+    assert sa["step"] == sb["step"]
+    for part in ("student_net", "teacher_net"):
+        for k in sa[part]:
+            assert torch.equal(sa[part][k], sb[part][k]), (part, k)
+    assert torch.equal(sa["view_loss"]["center"], sb["view_loss"]["center"])
+    # metrics of the resumed run read as one run: every step once
+    steps = [r["step"] for r in read_metrics(b / "metrics.jsonl") if "loss" in r]
+    assert steps == list(range(1, sa["step"] + 1))
+
+
+def test_non_finite_loss_stops_without_saving(store, tmp_path, monkeypatch):
+    from wearspec.ssl import losses
+
+    out = tmp_path / "nan"
+    run_pretrain(_cfg(store, out, "optim.epochs=2", "runtime.max_steps=3"))
+    real = losses.DINOLoss.forward
+    calls = {"n": 0}
+
+    def flaky(self, *a, **k):
+        calls["n"] += 1
+        v = real(self, *a, **k)
+        return v * float("nan") if calls["n"] >= 2 else v
+
+    monkeypatch.setattr(losses.DINOLoss, "forward", flaky)
+    with pytest.raises(WearspecError, match=r"non-finite loss at step 4 .* newest checkpoint .* is intact"):
+        run_pretrain(_cfg(store, out, "optim.epochs=2", "runtime.ckpt_every=1"))
+    assert [p.name for p in list_checkpoints(out / "checkpoints")] == ["ckpt-00000003.pt", "ckpt-00000004.pt"]
+    load_checkpoint(out / "checkpoints" / "ckpt-00000004.pt")
+
+
+def test_bad_inputs(store, tmp_path):
+    with pytest.raises(WearspecError, match="store: the window store to pretrain on is required"):
+        run_pretrain(load_config(PretrainConfig, None, [f"output={tmp_path}/x", *TINY]))
+    with pytest.raises(WearspecError, match="exclude_subjects: 'nobody' is not a subject"):
+        run_pretrain(_cfg(store, tmp_path / "x", "exclude_subjects=[nobody]"))
+    with pytest.raises(WearspecError, match="give no full batch of 4096"):
+        run_pretrain(_cfg(store, tmp_path / "x", "optim.batch_size=4096"))
+    out = tmp_path / "changed"
+    run_pretrain(_cfg(store, out, "optim.epochs=2", "runtime.max_steps=2"))
+    with pytest.raises(WearspecError, match="used different 'optim' settings"):
+        run_pretrain(_cfg(store, out, "optim.epochs=3"))
+
+
+# -- torchrun ------------------------------------------------------------------------------------
+
+
+def _torchrun(store, out, extra, *, max_restarts=0, port_env=None):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           f"--max-restarts={max_restarts}", "-m", "wearspec", "pretrain", f"store={store}", f"output={out}",
+           *TINY, *extra]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            start_new_session=True)
+
+
+@pytest.mark.slow
+def test_torchrun_two_ranks_stay_in_sync(store, tmp_path):
+    out = tmp_path / "ddp"
+    p = _torchrun(store, out, ["optim.epochs=2", "runtime.ckpt_every=3"])
+    text, _ = p.communicate(timeout=600)
+    assert p.returncode == 0, text[-3000:]
+    recs = read_metrics(out / "metrics.jsonl")
+    syncs = [r for r in recs if r.get("event") == "checkpoint"]
+    assert syncs and all(len(r["replica_digests"]) == 2 and r["replicas_in_sync"] for r in syncs)
+    state = load_checkpoint(list_checkpoints(out / "checkpoints")[-1])
+    assert len(state["rng"]) == 2  # the RNG state of every rank
+    assert not torch.equal(state["rng"][0]["generator"], state["rng"][1]["generator"])
+    assert "2 rank(s)" in text
+
+
+@pytest.mark.slow
+def test_torchrun_survives_a_killed_rank(store, tmp_path):
+    out = tmp_path / "kill"
+    every = 4
+    p = _torchrun(store, out, ["optim.epochs=8", f"runtime.ckpt_every={every}"], max_restarts=1)
+    killed_at = None
+    deadline = time.time() + 300
+    while time.time() < deadline and p.poll() is None:
+        steps = [r["step"] for r in read_metrics(out / "metrics.jsonl") if "loss" in r]
+        if steps and steps[-1] >= 10:
+            workers = subprocess.run(["pgrep", "-f", "-P", str(p.pid), "wearspec"], capture_output=True,
+                                     text=True).stdout.split()
+            if len(workers) >= 2:
+                killed_at = steps[-1]
+                os.kill(int(workers[-1]), signal.SIGKILL)
+                break
+        time.sleep(0.05)
+    assert killed_at is not None, "the run ended before a rank could be killed"
+    text, _ = p.communicate(timeout=600)
+    assert p.returncode == 0, text[-3000:]
+    recs = read_metrics(out / "metrics.jsonl")
+    resumed = [r for r in recs if r.get("event") == "resumed"]
+    assert len(resumed) == 1 and resumed[0]["step"] >= killed_at - every
+    final = load_checkpoint(list_checkpoints(out / "checkpoints")[-1])
+    assert final["step"] == max(r["step"] for r in recs) and (out / "teacher_encoder.safetensors").exists()
+    assert json.loads(text.strip().splitlines()[-1])["finished"]
