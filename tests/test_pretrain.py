@@ -177,3 +177,13 @@ def test_torchrun_survives_a_killed_rank(store, tmp_path):
     final = load_checkpoint(list_checkpoints(out / "checkpoints")[-1])
     assert final["step"] == max(r["step"] for r in recs) and (out / "teacher_encoder.safetensors").exists()
     assert json.loads(text.strip().splitlines()[-1])["finished"]
+
+
+def test_online_knn_and_wandb_offline(store, tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    out = tmp_path / "knn"
+    run_pretrain(_cfg(store, out, "optim.epochs=1", "runtime.knn_every=1", "runtime.logger=wandb"))
+    knn = [r for r in read_metrics(out / "metrics.jsonl") if "knn_macro_f1" in r]
+    assert len(knn) == 1 and 0.0 <= knn[0]["knn_macro_f1"] <= 1.0
+    assert any((out / "wandb").glob("offline-run-*"))
