@@ -23,3 +23,19 @@ import pytest  # noqa: E402
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+def expect_prepare_error(reader, path, out, config, *fragments: str) -> str:
+    """``prepare`` fails with a one-line WearspecError holding every fragment, leaving nothing behind."""
+    from wearspec.data.prepare import prepare
+    from wearspec.errors import WearspecError
+
+    with pytest.raises(WearspecError) as info:
+        prepare(reader, path, out, config, progress=False)
+    msg = str(info.value)
+    assert "\n" not in msg
+    for frag in fragments:
+        assert frag in msg, f"{frag!r} not in {msg!r}"
+    assert not out.exists()
+    assert not list(out.parent.glob(f".{out.name}.tmp-*"))
+    return msg

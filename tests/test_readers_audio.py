@@ -5,12 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 import soundfile as sf
 
+from conftest import expect_prepare_error
 from wearspec.config import PrepareConfig, load_config
 from wearspec.data.prepare import prepare
-from wearspec.errors import WearspecError
 
 
 def cfg(*overrides: str) -> PrepareConfig:
@@ -18,15 +17,7 @@ def cfg(*overrides: str) -> PrepareConfig:
 
 
 def expect_error(path, out: Path, config: PrepareConfig, *fragments: str) -> str:
-    with pytest.raises(WearspecError) as info:
-        prepare("audio", path, out, config, progress=False)
-    msg = str(info.value)
-    assert "\n" not in msg
-    for frag in fragments:
-        assert frag in msg, f"{frag!r} not in {msg!r}"
-    assert not out.exists()
-    assert not list(out.parent.glob(f".{out.name}.tmp-*"))
-    return msg
+    return expect_prepare_error("audio", path, out, config, *fragments)
 
 
 def tone(seconds: float, rate: int, freq: float, amp: float = 0.5) -> np.ndarray:

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import expect_prepare_error
 from wearspec.config import PrepareConfig, load_config
 from wearspec.data.prepare import prepare
-from wearspec.errors import WearspecError
 
 RATE = 50.0
 
@@ -20,16 +20,7 @@ def cfg(*overrides: str) -> PrepareConfig:
 
 
 def expect_error(path, out: Path, config: PrepareConfig, *fragments: str) -> str:
-    """prepare fails with a WearspecError whose one-line message holds every fragment; nothing is left."""
-    with pytest.raises(WearspecError) as info:
-        prepare("generic", path, out, config, progress=False)
-    msg = str(info.value)
-    assert "\n" not in msg
-    for frag in fragments:
-        assert frag in msg, f"{frag!r} not in {msg!r}"
-    assert not out.exists()
-    assert not list(out.parent.glob(f".{out.name}.tmp-*"))
-    return msg
+    return expect_prepare_error("generic", path, out, config, *fragments)
 
 
 def write_csv(path: Path, header: list[str], rows: list[list], gz: bool = False) -> Path:

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import expect_prepare_error
 from wearspec.config import PrepareConfig, load_config
 from wearspec.data.prepare import prepare
-from wearspec.errors import WearspecError
 
 ACTIVITIES = ["WALKING", "WALKING_UPSTAIRS", "WALKING_DOWNSTAIRS", "SITTING", "STANDING", "LAYING"]
 SIGNALS = ("total_acc", "body_acc", "body_gyro")
@@ -21,15 +21,7 @@ def cfg(*overrides: str) -> PrepareConfig:
 
 
 def expect_error(path, out: Path, config: PrepareConfig, *fragments: str) -> str:
-    with pytest.raises(WearspecError) as info:
-        prepare("ucihar", path, out, config, progress=False)
-    msg = str(info.value)
-    assert "\n" not in msg
-    for frag in fragments:
-        assert frag in msg, f"{frag!r} not in {msg!r}"
-    assert not out.exists()
-    assert not list(out.parent.glob(f".{out.name}.tmp-*"))
-    return msg
+    return expect_prepare_error("ucihar", path, out, config, *fragments)
 
 
 def value(signal: int, axis: int, window: np.ndarray, t: np.ndarray) -> np.ndarray:

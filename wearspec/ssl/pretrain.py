@@ -11,7 +11,6 @@ The output folder holds ``config.yaml`` (resolved), ``metrics.jsonl``, ``checkpo
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -22,7 +22,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from wearspec.data.windowing import uniform_from_timestamps
+from wearspec.data.windowing import Recording, uniform_from_timestamps
 from wearspec.errors import WearspecError, where
 
 CHUNK_BYTES = 1 << 24  # 16 MiB of text per parsing step
@@ -399,6 +399,21 @@ def segments(
         check_increasing(t[a:b], lines[a:b], source)
         out += [(a + x, a + y) for x, y, _ in uniform_from_timestamps(t[a:b], rate, str(source), **tolerances)]
     return out
+
+
+def recordings_from_parts(subject: str, recording: str, t: np.ndarray, data: np.ndarray, codes: np.ndarray,
+                          parts: list[tuple[int, int]], rate: float, source) -> Iterator[Recording]:
+    """One :class:`Recording` per continuous ``(begin, end)`` part of a file's rows."""
+    for k, (a, b) in enumerate(parts):
+        yield Recording(
+            subject=subject,
+            recording=part_name(recording, k, len(parts)),
+            data=np.ascontiguousarray(data[:, a:b]),
+            rate=rate,
+            labels=codes[a:b],
+            start=float(t[a]),
+            source=str(source),
+        )
 
 
 def part_name(base: str, k: int, n: int) -> str:

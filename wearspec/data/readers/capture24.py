@@ -35,13 +35,12 @@ from wearspec.data.readers._har_common import (
     check_file,
     files_matching,
     header_line,
-    part_name,
+    recordings_from_parts,
     read_chunks,
     require_path,
     segments,
     split_delimited,
 )
-from wearspec.data.windowing import Recording
 from wearspec.errors import WearspecError, where
 
 RATE = 100.0
@@ -195,16 +194,7 @@ def open_source(path: Path | None, cfg) -> Source:
             t_us, codes, data, lines = read_file(f, annotations)
             t = (t_us - t_us[0]) / 1e6
             parts = segments(t, lines, RATE, f, max_gap_s=MAX_GAP_S, split_backwards_s=MAX_GAP_S)
-            for k, (a, b) in enumerate(parts):
-                yield Recording(
-                    subject=name,
-                    recording=part_name(name, k, len(parts)),
-                    data=np.ascontiguousarray(data[:, a:b]),
-                    rate=RATE,
-                    labels=codes[a:b],
-                    start=float(t[a]),
-                    source=str(f),
-                )
+            yield from recordings_from_parts(name, name, t, data, codes, parts, RATE, f)
 
     return Source(
         name="capture24",

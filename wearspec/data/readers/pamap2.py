@@ -31,13 +31,12 @@ from wearspec.data.readers._har_common import (
     check_choice,
     check_file,
     files_matching,
-    part_name,
+    recordings_from_parts,
     read_chunks,
     require_path,
     segments,
     split_whitespace,
 )
-from wearspec.data.windowing import Recording
 from wearspec.errors import WearspecError
 
 RATE = 100.0
@@ -152,16 +151,7 @@ def open_source(path: Path | None, cfg) -> Source:
             subject, recording = _names(f)
             t, codes, data, lines = read_file(f, cols)
             parts = segments(t, lines, RATE, f)
-            for k, (a, b) in enumerate(parts):
-                yield Recording(
-                    subject=subject,
-                    recording=part_name(recording, k, len(parts)),
-                    data=np.ascontiguousarray(data[:, a:b]),
-                    rate=RATE,
-                    labels=codes[a:b],
-                    start=float(t[a]),
-                    source=str(f),
-                )
+            yield from recordings_from_parts(subject, recording, t, data, codes, parts, RATE, f)
 
     return Source(
         name="pamap2",
