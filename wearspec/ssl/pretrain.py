@@ -86,7 +86,7 @@ class RuntimeConfig:
     compile: bool = False  # torch.compile the backbones
     num_workers: int = 0
     seed: int = 0
-    log_every: int = 10
+    log_every: int = 1  # steps between metrics.jsonl lines (loss, LR, collapse monitor, windows/s)
     ckpt_every: int = 200  # steps; a checkpoint is also written at every epoch end
     keep_last: int = 3
     max_steps: int = 0  # stop (with a checkpoint) after this many steps in total; 0 = run to the end
