@@ -9,10 +9,16 @@ never looks at test subjects.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from wearspec.errors import WearspecError
+
+if TYPE_CHECKING:
+    from wearspec.data.store import WindowStore
+
+SPLIT_MODES = ("holdout", "kfold", "loso", "predefined")
 
 
 @dataclass
@@ -129,3 +135,57 @@ def predefined_split(splits: np.ndarray) -> Split:
         raise WearspecError("split: the store has no predefined split (its reader did not set one)")
     idx = {name: np.flatnonzero(splits == code) for code, name in enumerate(("train", "val", "test"))}
     return Split(train=idx["train"], val=idx["val"], test=idx["test"], name="predefined")
+
+
+@dataclass
+class SplitConfig:
+    """Subject-wise evaluation split.
+
+    holdout: one train/val/test split by subject fractions (or the named ``test_subjects`` /
+    ``val_subjects``); kfold: ``k`` folds over subjects; loso: leave one subject out; predefined:
+    the dataset's own split column. Validation subjects (``val_fraction`` of the training subjects
+    of each fold) are used for model selection only.
+    """
+
+    mode: str = "holdout"
+    val_fraction: float = 0.15
+    test_fraction: float = 0.25
+    k: int = 5
+    seed: int = 0
+    test_subjects: list[str] = field(default_factory=list)
+    val_subjects: list[str] = field(default_factory=list)
+
+    def validate(self) -> None:
+        if self.mode not in SPLIT_MODES:
+            raise WearspecError(f"split.mode: expected one of {', '.join(SPLIT_MODES)}, got {self.mode!r}")
+        for name in ("val_fraction", "test_fraction"):
+            v = getattr(self, name)
+            if not 0.0 <= v < 1.0:
+                raise WearspecError(f"split.{name}: expected a fraction in [0, 1), got {v}")
+        if self.mode != "holdout" and (self.test_subjects or self.val_subjects):
+            raise WearspecError(
+                f"split.test_subjects/val_subjects: only used with split.mode=holdout (mode is {self.mode})")
+
+
+def make_splits(store: "WindowStore", windows: np.ndarray, cfg: SplitConfig) -> list[Split]:
+    """Subject-wise split(s) of the store windows ``windows``; returned indices are store indices."""
+    subjects = store.subjects[windows]
+    if cfg.mode == "holdout":
+        splits = [subject_split(subjects, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction,
+                                seed=cfg.seed, test_subjects=cfg.test_subjects or None,
+                                val_subjects=cfg.val_subjects or None, subject_names=store.subject_names)]
+    elif cfg.mode == "kfold":
+        splits = kfold(subjects, cfg.k, val_fraction=cfg.val_fraction, seed=cfg.seed)
+    elif cfg.mode == "loso":
+        splits = leave_one_subject_out(subjects, val_fraction=cfg.val_fraction, seed=cfg.seed)
+    else:
+        splits = [predefined_split(store.splits[windows])]
+    out = []
+    for sp in splits:
+        parts = {k: windows[getattr(sp, k)] for k in ("train", "val", "test")}
+        subj = sp.subjects or {k: np.unique(store.subjects[v]).tolist() for k, v in parts.items()}
+        if parts["test"].size == 0:
+            raise WearspecError(f"split {sp.name}: no test windows (split.mode={cfg.mode}, "
+                                f"test_fraction={cfg.test_fraction}); the evaluation needs test subjects")
+        out.append(Split(parts["train"], parts["val"], parts["test"], subjects=subj, name=sp.name))
+    return out

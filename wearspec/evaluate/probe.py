@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from wearspec.config import to_dict
-from wearspec.data.splits import Split, kfold, leave_one_subject_out, predefined_split, subject_split
+from wearspec.data.splits import SplitConfig, make_splits
 from wearspec.data.store import WindowStore
 from wearspec.errors import WearspecError
 from wearspec.evaluate.features import (
@@ -47,39 +47,8 @@ from wearspec.evaluate.metrics import METRICS, classification_report, format_mea
 from wearspec.evaluate.plots import plot_confusion, plot_per_subject
 from wearspec.utils.io import write_json
 
-SPLIT_MODES = ("holdout", "kfold", "loso", "predefined")
 WHICH = ("teacher", "student", "random")
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".safetensors", ".bin")
-
-
-@dataclass
-class SplitConfig:
-    """Subject-wise evaluation split.
-
-    holdout: one train/val/test split by subject fractions (or the named ``test_subjects`` /
-    ``val_subjects``); kfold: ``k`` folds over subjects; loso: leave one subject out; predefined:
-    the dataset's own split column. Validation subjects (``val_fraction`` of the training subjects
-    of each fold) are used for model selection only.
-    """
-
-    mode: str = "holdout"
-    val_fraction: float = 0.15
-    test_fraction: float = 0.25
-    k: int = 5
-    seed: int = 0
-    test_subjects: list[str] = field(default_factory=list)
-    val_subjects: list[str] = field(default_factory=list)
-
-    def validate(self) -> None:
-        if self.mode not in SPLIT_MODES:
-            raise WearspecError(f"split.mode: expected one of {', '.join(SPLIT_MODES)}, got {self.mode!r}")
-        for name in ("val_fraction", "test_fraction"):
-            v = getattr(self, name)
-            if not 0.0 <= v < 1.0:
-                raise WearspecError(f"split.{name}: expected a fraction in [0, 1), got {v}")
-        if self.mode != "holdout" and (self.test_subjects or self.val_subjects):
-            raise WearspecError(
-                f"split.test_subjects/val_subjects: only used with split.mode=holdout (mode is {self.mode})")
 
 
 @dataclass
@@ -148,30 +117,6 @@ def check_store_matches(store: WindowStore, meta: dict, source: str) -> None:
     if window is not None and int(window) != store.window:
         raise WearspecError(
             f"{where}: window length differs (store {store.window} samples, encoder {int(window)} samples)")
-
-
-def make_splits(store: WindowStore, windows: np.ndarray, cfg: SplitConfig) -> list[Split]:
-    """Subject-wise split(s) of the store windows ``windows``; returned indices are store indices."""
-    subjects = store.subjects[windows]
-    if cfg.mode == "holdout":
-        splits = [subject_split(subjects, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction,
-                                seed=cfg.seed, test_subjects=cfg.test_subjects or None,
-                                val_subjects=cfg.val_subjects or None, subject_names=store.subject_names)]
-    elif cfg.mode == "kfold":
-        splits = kfold(subjects, cfg.k, val_fraction=cfg.val_fraction, seed=cfg.seed)
-    elif cfg.mode == "loso":
-        splits = leave_one_subject_out(subjects, val_fraction=cfg.val_fraction, seed=cfg.seed)
-    else:
-        splits = [predefined_split(store.splits[windows])]
-    out = []
-    for sp in splits:
-        parts = {k: windows[getattr(sp, k)] for k in ("train", "val", "test")}
-        subj = sp.subjects or {k: np.unique(store.subjects[v]).tolist() for k, v in parts.items()}
-        if parts["test"].size == 0:
-            raise WearspecError(f"split {sp.name}: no test windows (split.mode={cfg.mode}, "
-                                f"test_fraction={cfg.test_fraction}); the probe needs test subjects")
-        out.append(Split(parts["train"], parts["val"], parts["test"], subjects=subj, name=sp.name))
-    return out
 
 
 def _store_identity(store: WindowStore) -> dict:
