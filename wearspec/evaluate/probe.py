@@ -24,7 +24,6 @@ import hashlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -45,7 +44,7 @@ from wearspec.evaluate.knn import knn_predict
 from wearspec.evaluate.linear import LinearProbeConfig, fit_linear_probe
 from wearspec.evaluate.metrics import METRICS, classification_report, format_mean_sd
 from wearspec.evaluate.plots import plot_confusion, plot_per_subject
-from wearspec.utils.io import write_json
+from wearspec.utils.io import jsonable, write_json
 
 WHICH = ("teacher", "student", "random")
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".safetensors", ".bin")
@@ -125,23 +124,6 @@ def _store_identity(store: WindowStore) -> dict:
     h = hashlib.sha256((store.path / "manifest.json").read_bytes())
     h.update(repr(shards).encode())
     return {"path": str(store.path.resolve()), "manifest_and_shards": h.hexdigest()[:16]}
-
-
-def _jsonable(obj: Any) -> Any:
-    """NaN/inf → None, numpy scalars → Python, drop values JSON cannot hold (tensors, bytes)."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items() if _keep(v)}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj if _keep(v)]
-    if isinstance(obj, (np.integer, np.floating)):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
-def _keep(v: Any) -> bool:
-    return v is None or isinstance(v, (dict, list, tuple, str, int, float, bool, np.integer, np.floating))
 
 
 def _table(report: dict) -> str:
@@ -240,7 +222,7 @@ def run_probe(cfg: ProbeConfig, encoder: torch.nn.Module | None = None, meta: di
     knn_report.update(k=cfg.knn_k, temperature=cfg.knn_temperature, bank="train")
     lin_report["selection"] = selection
 
-    report = _jsonable({
+    report = jsonable({
         "format": "wearspec-probe-report",
         "version": 1,
         "checkpoint": str(ckpt) if ckpt else (cfg.checkpoint or None),

@@ -124,14 +124,14 @@ def encoder_from_checkpoint(path: str | os.PathLike, which: str = "teacher") -> 
     if which == "random":
         target = encoder.frontend
         state = {k[len("frontend."):]: v for k, v in state.items() if isinstance(k, str) and k.startswith("frontend.")}
-    problem = _state_mismatch(target, state)
+    problem = state_mismatch(target, state)
     if problem:
         raise WearspecError(f"{path}: '{source}' weights do not fit the encoder described in 'encoder': {problem}")
     target.load_state_dict(state)
     return encoder.eval(), meta
 
 
-def _state_mismatch(module: nn.Module, state: dict) -> str | None:
+def state_mismatch(module: nn.Module, state: dict) -> str | None:
     """The first missing key, unexpected key or shape mismatch of ``state`` for ``module``, or None."""
     own = module.state_dict()
     for k in own:

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
+
+import numpy as np
 
 
 @contextlib.contextmanager
@@ -61,3 +64,20 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     """Write text atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def jsonable(obj: Any) -> Any:
+    """NaN/inf → None, numpy scalars → Python, drop values JSON cannot hold (tensors, bytes)."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items() if _json_keep(v)}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj if _json_keep(v)]
+    if isinstance(obj, (np.integer, np.floating)):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def _json_keep(v: Any) -> bool:
+    return v is None or isinstance(v, (dict, list, tuple, str, int, float, bool, np.integer, np.floating))

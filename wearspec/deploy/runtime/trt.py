@@ -483,7 +483,7 @@ class TensorRTBackend(Backend):
 def tensorrt_unavailable_reason() -> str | None:
     """Why TensorRT cannot run here (no tensorrt, no cuda-python, no CUDA GPU), or None when it can."""
     try:
-        import tensorrt  # noqa: F401
+        import tensorrt  # noqa: F401  (only whether it imports)
     except ImportError:
         return "tensorrt is not installed"
     try:

@@ -1,0 +1,406 @@
+"""The supervised training loop of ``wearspec finetune``, shared by the teacher and the student stage.
+
+:func:`train_stage` trains one :class:`~wearspec.models.classifier.Classifier` on a :class:`Stage` (data,
+loss, hyper-parameters) and keeps the stage folder::
+
+    <stage>/config.yaml        this stage's experiment settings (a resumed or finished stage must match)
+    <stage>/metrics.jsonl      per step: loss, lr, grad_norm, windows/s; per epoch: validation metrics
+    <stage>/checkpoints/       full state (atomic, keep-last-k; the newest is resumed automatically)
+    <stage>/best.pt            the classifier of the best validation epoch (load_classifier)
+
+Per step (as pretraining does, batched on the device): sensor augmentations → front end → spectrogram
+augmentations (cut-mix also mixes the one-hot labels into soft labels) → model heads; the frozen teacher, if
+any, sees the same augmented spectrograms. AdamW with parameter groups (no decay on biases, norms and the
+model's ``no_weight_decay`` names; layer-wise LR decay through ``layer_id`` when ``layer_decay`` < 1),
+linear warm-up then cosine LR per step, global gradient-norm clipping, bf16/fp16 autocast (fp16 with a
+GradScaler), DDP under torchrun, optional frozen backbone for the first epochs. After every epoch a
+validation pass on the validation subjects gives the macro-F1 that selects ``best.pt`` and drives early
+stopping (``patience`` epochs without improvement). Model selection never sees the test subjects.
+
+Exact resume: the checkpoint holds the model, optimizer, scaler, sampler position, early-stopping state and
+the RNG states of every rank (global torch RNG for dropout / drop-path, the private augmentation
+generator); DataLoaders draw from a private per-epoch generator. On CPU a resumed stage ends with the same
+weights, bit for bit, as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from wearspec.data.augment import AugmentConfig, CutMix, build_sensor_augment, build_spec_augment, make_generator
+from wearspec.data.dataset import ResumableSampler, WindowDataset
+from wearspec.data.store import WindowStore
+from wearspec.errors import WearspecError
+from wearspec.data.splits import Split
+from wearspec.evaluate.metrics import accuracy, classification_report, macro_f1
+from wearspec.evaluate.plots import plot_confusion, plot_training_curves
+from wearspec.utils.io import jsonable
+from wearspec.finetune.losses import WEIGHT_MODES, DistillationLoss
+from wearspec.models.classifier import Classifier, save_classifier
+from wearspec.models.students import StudentOutput
+from wearspec.ssl.schedules import cosine_schedule, param_groups
+from wearspec.utils import distributed as du
+from wearspec.utils.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from wearspec.utils.io import atomic_path, write_json, write_text
+from wearspec.utils.logging import RunLogger, read_metrics
+from wearspec.utils.seed import rng_state, set_rng_state
+
+
+@dataclass
+class LoopConfig:
+    """Optimisation and label loss of one stage (the teacher and student sections extend it)."""
+
+    epochs: int = 30  # upper bound; early stopping usually ends the stage sooner
+    batch_size: int = 64  # per rank
+    lr: float = 5e-4  # peak LR after the warm-up (used as given: not scaled with the batch)
+    min_lr: float = 1e-6  # end of the cosine decay
+    weight_decay: float = 0.05  # AdamW; none on biases, norms, position embeddings and tokens
+    warmup_epochs: int = 2  # linear LR warm-up from 0
+    clip_grad: float = 1.0  # global gradient-norm clip (0 = off)
+    patience: int = 10  # stop after this many epochs without a better validation macro-F1 (0 = never)
+    label_smoothing: float = 0.0  # of the label cross-entropy
+    class_weights: str = "none"  # balanced (inverse class frequency, mean 1) | none
+
+    def validate(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise WearspecError(f"epochs and batch_size: expected ≥ 1, got {self.epochs}, {self.batch_size}")
+        if self.lr < 0 or self.min_lr < 0 or self.weight_decay < 0 or self.clip_grad < 0:
+            raise WearspecError("lr, min_lr, weight_decay and clip_grad: expected ≥ 0")
+        if self.warmup_epochs < 0 or self.patience < 0:
+            raise WearspecError(f"warmup_epochs and patience: expected ≥ 0, got {self.warmup_epochs}, {self.patience}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise WearspecError(f"label_smoothing: expected a number in [0, 1), got {self.label_smoothing}")
+        if self.class_weights not in WEIGHT_MODES:
+            raise WearspecError(f"class_weights: expected balanced or none, got {self.class_weights!r}")
+
+
+@dataclass
+class RuntimeConfig:
+    """How a run executes; may change between a run and its resume (unlike the experiment settings)."""
+
+    device: str = "auto"  # auto | cpu | cuda[:N]
+    amp: str = "none"  # none | bf16 | fp16 (GPU)
+    compile: bool = False  # torch.compile the model
+    num_workers: int = 0  # DataLoader workers
+    seed: int = 0
+    log_every: int = 1  # steps between metrics.jsonl lines
+    ckpt_every: int = 200  # steps; a checkpoint is also written at every epoch end
+    keep_last: int = 2
+    max_steps: int = 0  # stop a stage (with a checkpoint) after this many of its steps; 0 = run to the end
+    logger: str = "console"  # console | wandb (offline unless WANDB_MODE says otherwise)
+
+    def validate(self) -> None:
+        if self.amp not in ("none", "bf16", "fp16"):
+            raise WearspecError(f"runtime.amp: expected none, bf16 or fp16, got {self.amp!r}")
+        if self.ckpt_every < 1 or self.log_every < 1 or self.max_steps < 0 or self.num_workers < 0:
+            raise WearspecError("runtime.ckpt_every and log_every: expected ≥ 1; max_steps, num_workers ≥ 0")
+
+
+@dataclass
+class Stage:
+    """Everything one stage trains with. ``config`` holds the stage's experiment settings as plain values
+    (saved as ``config.yaml`` and compared on resume); ``teacher`` (frozen) gives distillation targets."""
+
+    name: str  # "teacher" | "student"
+    out: Path
+    classifier: Classifier
+    meta: dict[str, Any]  # classifier_meta(...) of ``classifier``
+    loss: DistillationLoss
+    store: WindowStore
+    train_idx: np.ndarray  # store indices of the (labelled) training windows
+    val_idx: np.ndarray  # store indices of the validation windows (may be empty: last epoch kept)
+    loop: LoopConfig
+    runtime: RuntimeConfig
+    augment: AugmentConfig
+    config: dict[str, Any]
+    teacher: Classifier | None = None
+    layer_decay: float = 1.0
+    freeze_backbone_epochs: int = 0
+
+
+class _Heads(nn.Module):
+    """Spectrograms → (cls, dist) of a classifier: the module DDP wraps (DDP only hooks ``forward``)."""
+
+    def __init__(self, classifier: Classifier):
+        super().__init__()
+        self.classifier = classifier
+
+    def forward(self, spec: Tensor) -> tuple[Tensor, Tensor | None]:
+        out = self.classifier.heads(spec)
+        return out.cls, out.dist
+
+
+def check_same_run(out: Path, config: dict[str, Any]) -> None:
+    """A resumed (or skipped, finished) stage must be the same experiment as the saved ``config.yaml``."""
+    saved = out / "config.yaml"
+    if not saved.exists():
+        return
+    import yaml
+
+    old = yaml.safe_load(saved.read_text()) or {}
+    for key in sorted(set(old) | set(config)):
+        if old.get(key) != config.get(key):
+            raise WearspecError(f"{saved}: this stage was run with different '{key}' settings; resume it with the "
+                                "same config or choose another output folder")
+
+
+@torch.no_grad()
+def predict(classifier: Classifier, store: WindowStore, indices: np.ndarray, batch_size: int = 256,
+            device: torch.device | str = "cpu", amp_dtype: torch.dtype | None = None) -> np.ndarray:
+    """Logits (n, K) float32 of the windows ``indices`` (eval mode; the training mode is restored)."""
+    was_training = classifier.training
+    classifier.eval()
+    dev = torch.device(device)
+    out = []
+    for a in range(0, len(indices), batch_size):
+        x = torch.from_numpy(store.read_batch(indices[a:a + batch_size])).to(dev)
+        with torch.autocast(dev.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
+            out.append(classifier(x).float().cpu())
+    classifier.train(was_training)
+    return torch.cat(out).numpy() if out else np.zeros((0, classifier.model.num_classes), dtype=np.float32)
+
+
+def _validate(classifier: Classifier, store: WindowStore, val_idx: np.ndarray, batch_size: int, dist: du.DistInfo,
+              amp_dtype) -> dict[str, float] | None:
+    """Validation metrics on every rank alike: each rank predicts its share, the shares are gathered."""
+    if len(val_idx) == 0:
+        return None
+    mine = predict(classifier, store, val_idx[dist.rank::dist.world_size], batch_size, dist.device, amp_dtype)
+    shares = du.all_gather_objects(mine)
+    logits = np.zeros((len(val_idx), shares[0].shape[1]), dtype=np.float32)
+    for r, share in enumerate(shares):
+        logits[r::dist.world_size] = share
+    y = store.labels[val_idx].astype(np.int64)
+    pred = logits.argmax(1)
+    loss = F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(y)).item()
+    return {"val_macro_f1": macro_f1(y, pred), "val_accuracy": accuracy(y, pred), "val_loss": loss}
+
+
+def evaluate_stage(out: Path, name: str, classifier: Classifier, store: WindowStore, split: Split,
+                   training: dict[str, Any], extra: dict[str, Any], device: torch.device | str = "cpu") -> dict:
+    """Evaluate a trained stage once on its split's test subjects → ``<out>/test_predictions.npz`` (index,
+    label, pred, subject, logits), ``confusion.png``, ``curves.png`` and, last, ``report.json``:
+    ``{"stage", "split", "checkpoint", "training", **extra, "test": classification_report(...)}``."""
+    logits = predict(classifier, store, split.test, 256, device)
+    y, pred, subj = store.labels[split.test], logits.argmax(1), store.subjects[split.test]
+    rep = classification_report(y, pred, subj, store.label_names, store.subject_names)
+    with atomic_path(out / "test_predictions.npz") as tmp, open(tmp, "wb") as f:
+        np.savez(f, index=split.test, label=y, pred=pred, subject=subj, logits=logits)
+    plot_confusion(rep["confusion_matrix"], store.label_names, out / "confusion.png",
+                   title=f"{name} ({split.name}): {rep['n']} test windows, {rep['n_subjects']} subjects")
+    plot_training_curves(read_metrics(out / "metrics.jsonl"), out / "curves.png",
+                         keys=("loss", "val_macro_f1", "val_loss", "lr"), title=f"{name} ({split.name})")
+    report = jsonable({"format": "wearspec-finetune-stage-report", "version": 1, "stage": name,
+                        "split": split.describe(store.subject_names), "checkpoint": str(out / "best.pt"),
+                        "training": training, **extra, "test": rep})
+    write_json(out / "report.json", report)
+    return report
+
+
+def train_stage(st: Stage, dist: du.DistInfo) -> dict[str, Any]:
+    """Train (or resume) one stage; see the module docstring. Returns ``{"finished", "step", "total_steps",
+    "epochs_run", "best_epoch", "best_val_macro_f1", "stopped_early", "resumed_from"}``. A finished stage
+    leaves ``st.classifier`` holding the weights of ``best.pt``, in eval mode."""
+    lp, rt, dev, out = st.loop, st.runtime, dist.device, Path(st.out)
+    ckpt_dir = out / "checkpoints"
+    model = st.classifier.to(dev)
+    net, student = model.model, model.kind == "student"
+    if st.freeze_backbone_epochs and not student:
+        raise WearspecError(f"{st.name}: freeze_backbone_epochs needs a student model")
+    if rt.amp == "fp16" and dev.type != "cuda":
+        raise WearspecError(f"runtime.amp=fp16 needs a CUDA device (got {dev}); use bf16 or none")
+    num_classes = int(st.meta["num_classes"])
+
+    # -- data --------------------------------------------------------------------------------------
+    ds = WindowDataset(st.store, st.train_idx)
+    sampler = ResumableSampler(len(ds), rank=dist.rank, world_size=dist.world_size, seed=rt.seed, drop_last=True)
+    steps_per_epoch = sampler.num_samples // lp.batch_size
+    if steps_per_epoch < 1:
+        raise WearspecError(f"{st.name}: {len(ds)} training windows give no full batch of {lp.batch_size} per rank "
+                            f"on {dist.world_size} rank(s); lower {st.name}.batch_size")
+    total = lp.epochs * steps_per_epoch
+    sensor_aug = build_sensor_augment(st.augment, channels=st.store.channels)
+    spec_aug = build_spec_augment(st.augment)
+    mixes = any(isinstance(t, CutMix) for t in spec_aug.transforms)
+    gen = make_generator(rt.seed * 1000 + dist.rank, dev)
+
+    # -- optimiser: groups over every trainable parameter (the frozen teacher stem is left out) -------
+    if student:
+        net.set_backbone_trainable(True)
+    decay = st.layer_decay < 1.0
+    groups = param_groups(net, lp.weight_decay, layer_decay=st.layer_decay if decay else None,
+                          layer_id_fn=net.layer_id if decay else None)
+    optimizer = torch.optim.AdamW(groups)
+    scaler = torch.amp.GradScaler("cuda", enabled=rt.amp == "fp16")
+    lr_s = cosine_schedule(lp.lr, lp.min_lr, total, min(total, lp.warmup_epochs * steps_per_epoch))
+    loss_fn = st.loss.to(dev)
+    teacher = st.teacher.to(dev).eval().requires_grad_(False) if st.teacher is not None else None
+    if loss_fn.needs_teacher and teacher is None:
+        raise WearspecError(f"{st.name}: distillation kind {loss_fn.kind!r} needs a teacher")
+
+    # -- resume or start -------------------------------------------------------------------------
+    step, early = 0, {"best_score": -math.inf, "best_epoch": -1, "bad_epochs": 0, "stopped": False}
+    check_same_run(out, st.config)  # on every rank, so that all of them stop
+    newest = latest_checkpoint(ckpt_dir)
+    if newest is not None:
+        state = load_checkpoint(newest, map_location="cpu")
+        model.load_state_dict(state["state_dict"])
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        sampler.load_state_dict(state["sampler"])
+        ranks = state["rng"]
+        if len(ranks) != dist.world_size:
+            raise WearspecError(f"{newest}: saved by {len(ranks)} rank(s), resumed on {dist.world_size}; "
+                                "resume with the same number of processes")
+        set_rng_state(ranks[dist.rank], gen)
+        step, early = int(state["step"]), dict(state["early_stopping"])
+    log = RunLogger(out, is_main=dist.is_main, backend=rt.logger, config=st.config,
+                    resume_step=step if newest else 0)
+    if dist.is_main:
+        import yaml
+
+        write_text(out / "config.yaml", yaml.safe_dump(st.config, sort_keys=False))
+        for stale in ckpt_dir.glob(".ckpt-*.tmp-*"):
+            stale.unlink(missing_ok=True)
+        log.info(f"{st.name}: {len(ds)} training windows, {len(st.val_idx)} validation windows, "
+                 f"{dist.world_size} rank(s) × batch {lp.batch_size}, {steps_per_epoch} steps/epoch, up to "
+                 f"{total} steps" + (f"; resumed from {newest.name} (step {step})" if newest else "")
+                 + ("; no validation subjects: no early stopping, best.pt is the last epoch" if not len(st.val_idx)
+                    else ""))
+        if newest:
+            log.log(step, event="resumed", checkpoint=newest.name)
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(rt.amp)
+    heads = _Heads(model)
+    phase: dict[str, Any] = {"frozen": None, "fwd": heads}
+
+    def set_phase(epoch: int) -> None:
+        """Freeze the backbone during the first ``freeze_backbone_epochs``; (re)wrap for DDP / compile, since
+        DDP registers the trainable parameters when it is built."""
+        frozen = epoch < st.freeze_backbone_epochs
+        if frozen == phase["frozen"]:
+            return
+        if student:
+            net.set_backbone_trainable(not frozen)
+        fwd = DDP(heads) if dist.distributed else heads
+        phase.update(frozen=frozen, fwd=torch.compile(fwd) if rt.compile else fwd)
+
+    def save(at: int) -> None:
+        rngs = du.all_gather_objects(rng_state(gen))
+        digests = du.all_gather_objects(du.param_digest(model))
+        if dist.is_main:
+            log.log(at, event="checkpoint", replica_digests=digests, replicas_in_sync=len(set(digests)) == 1)
+            save_checkpoint({
+                "stage": "finetune", "part": st.name, "step": at, "epoch": at // steps_per_epoch,
+                "config": st.config, "classifier": st.meta, "state_dict": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "sampler": sampler.state_dict(),
+                "rng": rngs, "early_stopping": dict(early),
+            }, ckpt_dir, at, rt.keep_last)
+        du.barrier()
+
+    def end_epoch(epoch: int, at: int) -> None:
+        """Validation, best.pt, early stopping (identical decisions on every rank)."""
+        val = _validate(model, st.store, st.val_idx, max(lp.batch_size, 256), dist, amp_dtype)
+        score = val["val_macro_f1"] if val is not None else None
+        improved = score is None or score > early["best_score"]
+        if improved:
+            early.update(best_score=score if score is not None else -math.inf, best_epoch=epoch, bad_epochs=0)
+            if dist.is_main:
+                save_classifier(out / "best.pt", model, st.meta,
+                                {"part": st.name, "epoch": epoch, "step": at, "val_macro_f1": score})
+        else:
+            early["bad_epochs"] += 1
+            early["stopped"] = bool(lp.patience) and early["bad_epochs"] >= lp.patience
+        if dist.is_main:
+            best = early["best_score"]
+            log.log(at, epoch=epoch, **(val or {}), best_epoch=early["best_epoch"],
+                    best_val_macro_f1=best if math.isfinite(best) else None, early_stop=early["stopped"])
+            if early["stopped"]:
+                log.info(f"{st.name}: early stop after epoch {epoch}: no better validation macro-F1 for "
+                         f"{lp.patience} epochs (best {early['best_score']:.4f} at epoch {early['best_epoch']})")
+        du.barrier()
+
+    # -- the loop ----------------------------------------------------------------------------------
+    stop_at = min(total, rt.max_steps) if rt.max_steps else total
+    bar = tqdm(total=stop_at, initial=min(step, stop_at), desc=st.name, unit="step",
+               disable=not (dist.is_main and sys.stderr.isatty()))
+    t0, seen = time.perf_counter(), 0
+    model.train()
+    while step < stop_at and not early["stopped"]:
+        epoch = step // steps_per_epoch
+        sampler.set_epoch(epoch)
+        set_phase(epoch)
+        # a private generator: creating the iterator must not draw from the global RNG (exact resume)
+        loader = DataLoader(ds, batch_size=lp.batch_size, sampler=sampler, drop_last=True,
+                            num_workers=rt.num_workers, generator=torch.Generator().manual_seed(rt.seed + epoch))
+        for batch in loader:
+            for g in optimizer.param_groups:
+                g["lr"] = float(lr_s[step]) * float(g.get("lr_scale", 1.0))  # Python floats: state loads safely
+                g["weight_decay"] = float(lp.weight_decay) if g.get("apply_wd", True) else 0.0
+            x, y = batch["x"].to(dev, non_blocking=True), batch["label"].to(dev, non_blocking=True)
+            with torch.no_grad():
+                spec = model.frontend(sensor_aug(x, gen))
+                if mixes:
+                    spec, target = spec_aug.forward_with_labels(spec, F.one_hot(y, num_classes).float(), gen)
+                else:
+                    spec, target = spec_aug(spec, gen), y
+            with torch.autocast(dev.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
+                cls, dist_logits = phase["fwd"](spec)
+                t_logits = None
+                if loss_fn.needs_teacher:
+                    with torch.no_grad():
+                        t_logits = teacher.logits_from_spec(spec)
+                loss = loss_fn(StudentOutput(cls, dist_logits), target, t_logits)
+            bad = du.all_reduce_max(torch.tensor([0.0 if torch.isfinite(loss) else 1.0], device=dev))
+            if bad.item() > 0:
+                raise WearspecError(f"{st.name}: non-finite loss at step {step} (epoch {epoch}); nothing was saved "
+                                    f"for this step and the newest checkpoint in {ckpt_dir} is intact. Lower "
+                                    f"{st.name}.lr, raise {st.name}.warmup_epochs or use runtime.amp=none")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            trainable = [p for p in net.parameters() if p.grad is not None]
+            grad_norm = (torch.nn.utils.clip_grad_norm_(trainable, lp.clip_grad) if lp.clip_grad > 0 and trainable
+                         else torch.tensor(0.0))
+            scaler.step(optimizer)
+            scaler.update()
+            step += 1
+            sampler.advance(lp.batch_size)
+            seen += lp.batch_size * dist.world_size
+            bar.update(1)
+            if dist.is_main and (step % rt.log_every == 0 or step == stop_at):
+                log.log(step, epoch=epoch, loss=loss.item(), lr=float(lr_s[step - 1]), grad_norm=float(grad_norm),
+                        backbone_frozen=bool(phase["frozen"]),
+                        windows_per_s=round(seen / (time.perf_counter() - t0), 1))
+            end_of_epoch = step % steps_per_epoch == 0
+            if end_of_epoch:
+                end_epoch(epoch, step)
+            if step % rt.ckpt_every == 0 or end_of_epoch or step == stop_at:
+                save(step)
+            if end_of_epoch or step >= stop_at:
+                break
+    bar.close()
+
+    # -- finish: the best weights stay in the classifier ------------------------------------------------
+    finished = bool(early["stopped"]) or step >= total
+    if finished:
+        du.barrier()
+        model.load_state_dict(load_checkpoint(out / "best.pt", map_location="cpu")["state_dict"])
+        model.eval()
+    log.close()
+    best = early["best_score"]
+    return {"finished": finished, "step": step, "total_steps": total, "epochs_run": -(-step // steps_per_epoch),
+            "best_epoch": int(early["best_epoch"]), "best_val_macro_f1": None if best == -math.inf else float(best),
+            "stopped_early": bool(early["stopped"]), "resumed_from": newest.name if newest else None}
