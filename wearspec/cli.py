@@ -100,6 +100,66 @@ def _finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from wearspec.config import load_config, to_yaml
+    from wearspec.deploy.export import ExportConfig, run_export
+
+    cfg = load_config(ExportConfig, args.config, args.overrides)
+    if args.print_config:
+        print(to_yaml(cfg), end="")
+        return 0
+    summary = run_export(cfg)
+    print(json.dumps({k: summary.get(k) for k in ("bundle", "opset", "parity", "int8") if k in summary}, default=str))
+    return 0
+
+
+# engine and stream import only wearspec.deploy.runtime (numpy, onnxruntime, tensorrt, cuda-python):
+# they run on a Jetson without torch.
+
+
+def _engine(args: argparse.Namespace) -> int:
+    from wearspec.deploy.runtime.backends import load_backend
+
+    if args.action == "build":
+        from wearspec.deploy.runtime.trt import build_engine_from_bundle
+
+        meta = build_engine_from_bundle(
+            args.bundle, precision=args.precision, engine_path=args.engine, onnx_path=args.onnx,
+            min_batch=args.min_batch, opt_batch=args.opt_batch, max_batch=args.max_batch,
+            workspace_mb=args.workspace_mb, **({"timing_cache": args.timing_cache} if args.timing_cache else {}))
+        print(json.dumps(meta, indent=2, default=str))
+        return 0
+    backend = load_backend(args.bundle, args.backend, engine=args.engine, precision=args.precision)
+    if args.action == "run":
+        import numpy as np
+
+        if not args.input:
+            raise WearspecError("engine run: --input WINDOWS.npy (n, C, T) is required")
+        x = np.load(args.input, allow_pickle=False).astype(np.float32)
+        probs = backend.infer(x)
+        labels = backend.labels
+        print("index,label,probability")
+        for i, p in enumerate(probs):
+            k = int(p.argmax())
+            print(f"{i},{labels[k]},{p[k]:.4f}")
+        return 0
+    from wearspec.deploy.runtime.bench import benchmark, format_table
+
+    sizes = [int(b) for b in args.batch_sizes.split(",")]
+    rows = benchmark(backend, batch_sizes=sizes, warmup=args.warmup, iterations=args.iterations)
+    print(format_table(rows))
+    return 0
+
+
+def _stream(args: argparse.Namespace) -> int:
+    from wearspec.deploy.runtime.stream import run_stream
+
+    run_stream(args.bundle, args.source, backend=args.backend, engine=args.engine, precision=args.precision,
+               smoothing=args.smoothing, nan_policy=args.nan_policy, max_nan_fraction=args.max_nan_fraction,
+               max_gap_s=args.max_gap_s, hop=args.hop, chunk=args.chunk)
+    return 0
+
+
 def _recipe_parser(sub, name: str, func, help: str, description: str, example: str) -> None:
     p = sub.add_parser(name, help=help, description=description, epilog=f"example: {example}",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -161,6 +221,51 @@ def build_parser() -> argparse.ArgumentParser:
         "or under torchrun; resumes from the newest checkpoint of the unfinished stage.",
         "wearspec finetune --config configs/finetune_deseptr.yaml store=data/synth output=runs/ft",
     )
+    _recipe_parser(
+        sub, "export", _export, "ONNX bundle with the spectrogram inside (+ INT8 Q/DQ), gated by parity",
+        "Export a fine-tuned classifier (raw windows → probabilities, the conv-DFT front end inside the graph) "
+        "to a bundle: model.onnx, model.int8.onnx, bundle.json. Refuses to write a bundle that fails the ONNX "
+        "checker, the TensorRT 10.3 op-set check or parity against PyTorch.",
+        "wearspec export checkpoint=runs/ft/holdout/student store=data/synth output=runs/bundle",
+    )
+
+    pe = sub.add_parser("engine", help="TensorRT engine: build on the device, run, benchmark",
+                        description="Build a TensorRT engine from a bundle on the target GPU (engines are tied to the "
+                        "GPU and TensorRT version), run it on windows, or benchmark latency like trtexec.")
+    pe.add_argument("action", choices=["build", "run", "bench"])
+    pe.add_argument("bundle", help="bundle folder written by wearspec export")
+    pe.add_argument("--precision", default=None, choices=["fp32", "fp16", "int8"],
+                    help="engine precision (build default fp16); with --backend onnxruntime: fp32 or int8")
+    pe.add_argument("--engine", help="engine file (default BUNDLE/model.<precision>.engine)")
+    pe.add_argument("--onnx", help="build from this ONNX instead of the bundle's (e.g. an FP16 ONNX for TensorRT 11)")
+    pe.add_argument("--backend", default="tensorrt", choices=["tensorrt", "onnxruntime"], help="run/bench backend")
+    pe.add_argument("--min-batch", type=int, default=1)
+    pe.add_argument("--opt-batch", type=int, default=8)
+    pe.add_argument("--max-batch", type=int, default=32)
+    pe.add_argument("--workspace-mb", type=int, default=1024)
+    pe.add_argument("--timing-cache", help="timing cache file (default BUNDLE/timing.cache)")
+    pe.add_argument("--input", help="run: windows as .npy (n, C, T)")
+    pe.add_argument("--batch-sizes", default="1,8,32", help="bench: comma-separated batch sizes")
+    pe.add_argument("--warmup", type=int, default=10)
+    pe.add_argument("--iterations", type=int, default=100)
+    pe.set_defaults(func=_engine)
+
+    ps = sub.add_parser("stream", help="classify a live or replayed sensor stream with a bundle",
+                        description="Feed samples (CSV/TSV/.npy replay, or '-' for stdin) through a ring buffer; "
+                        "classify the newest window every hop; print time_s,label,probability per prediction and "
+                        "latency statistics at the end.")
+    ps.add_argument("bundle")
+    ps.add_argument("--source", required=True, help="CSV/TSV/.npy file (rows = samples, columns = channels) or -")
+    ps.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "tensorrt"])
+    ps.add_argument("--engine")
+    ps.add_argument("--precision", default=None, choices=["fp32", "fp16", "int8"])
+    ps.add_argument("--smoothing", type=int, default=1, help="moving average over this many predictions")
+    ps.add_argument("--nan-policy", default="hold", choices=["hold", "interpolate", "zero", "skip"])
+    ps.add_argument("--max-nan-fraction", type=float, default=0.25, help="skip policy: drop windows above this")
+    ps.add_argument("--max-gap-s", type=float, default=None, help="reset the buffer at timestamp gaps longer than this")
+    ps.add_argument("--hop", type=int, default=None, help="samples between predictions (default: the bundle's hop)")
+    ps.add_argument("--chunk", type=int, default=None, help="samples per chunk read from the source")
+    ps.set_defaults(func=_stream)
     return p
 
 
