@@ -847,3 +847,32 @@ def test_tensorrt_refuses_engine_from_another_version(bundle):
     meta_path.write_text(json.dumps(dict(meta, tensorrt="9.9.9")))
     with pytest.raises(WearspecError, match="built for TensorRT 9.9.9"):
         load_backend(bundle, "tensorrt", precision="fp32")
+
+
+def test_front_end_and_layernorm_layers_are_pinned_to_fp32():
+    from types import SimpleNamespace
+
+    from wearspec.deploy.runtime.trt import _pin_fp32
+
+    class Out:
+        def __init__(self, dtype):
+            self.dtype = dtype
+
+    class Layer:
+        def __init__(self, name, type_, dtype="f32"):
+            self.name, self.type, self.num_outputs, self._out = name, SimpleNamespace(name=type_), 1, Out(dtype)
+            self.precision, self.out_types = None, {}
+
+        def get_output(self, j):
+            return self._out
+
+        def set_output_type(self, j, t):
+            self.out_types[j] = t
+
+    trt = SimpleNamespace(float32="f32", float16="f16")
+    layers = [Layer("/frontend/Conv", "CONVOLUTION"), Layer("/model/blocks.0/attn/MatMul", "MATRIX_MULTIPLY"),
+              Layer("/model/norm/LayerNormalization", "NORMALIZATION"), Layer("/frontend/Shape", "SHAPE", "i64")]
+    net = SimpleNamespace(num_layers=len(layers), get_layer=lambda i: layers[i])
+    pinned = _pin_fp32(trt, net, ["/frontend/Conv", "/frontend/Shape"])
+    assert pinned == ["/frontend/Conv", "/model/norm/LayerNormalization"]
+    assert layers[0].precision == "f32" and layers[1].precision is None and layers[3].precision is None

@@ -64,6 +64,11 @@ class BundleSpec:
     def input_shape(self) -> tuple[int, int]:
         return (len(self.channels), self.window)
 
+    @property
+    def frontend_nodes(self) -> tuple[str, ...]:
+        """ONNX node names of the spectrogram front end (kept in FP32 by TensorRT builds)."""
+        return tuple((self.raw.get("onnx") or {}).get("frontend_nodes") or ())
+
     def model_file(self, precision: str) -> tuple[Path, str | None]:
         """The ONNX file and its recorded sha256 for a precision (``int8`` → the Q/DQ model)."""
         if precision == "int8":

@@ -10,14 +10,14 @@ batch profile, model checksum and build time. Precision:
 
 * TensorRT 10.x (weakly typed): ``fp16`` sets ``BuilderFlag.FP16``; ``int8`` needs the Q/DQ model
   (``model.int8.onnx``: explicit quantization) and sets ``INT8`` + ``FP16``; with ``keep_layernorm_fp32``
-  LayerNorm-like layers (normalization layers, layers named LayerNorm/ReduceMean/Pow) are pinned to FP32
-  (``layer.precision`` + ``OBEY_PRECISION_CONSTRAINTS``) because they overflow in FP16;
+  LayerNorm-like layers and the front end's layers (bundle ``onnx.frontend_nodes``; |X|² nears the FP16
+  range) are pinned to FP32 (``layer.precision`` + ``OBEY_PRECISION_CONSTRAINTS``);
 * TensorRT 11.x (always strongly typed, precision flags removed): precision comes from the ONNX tensor types.
   ``fp16`` needs an FP16 ONNX (e.g. ``python -m modelopt.onnx.autocast``) and ``int8`` needs Q/DQ nodes.
 
 Run (:class:`TensorRTBackend`): refuses an engine whose ``.json`` names another TensorRT version or GPU, then
 ``deserialize_cuda_engine``, ``set_input_shape``, ``set_tensor_address`` on cudaMalloc'd buffers,
-``execute_async_v3`` on a CUDA stream. The legacy bindings API (binding indices, ``execute_v2``) is not used.
+``execute_async_v3`` on a CUDA stream; no legacy bindings API (binding indices, ``execute_v2``).
 """
 
 from __future__ import annotations
@@ -218,13 +218,14 @@ def _network_facts(trt, network) -> tuple[bool, bool]:
     return fp16, has_qdq
 
 
-def _pin_fp32(trt, network) -> list[str]:
-    """Pin LayerNorm-like layers (and their float outputs) to FP32; returns their names."""
-    pinned = []
+def _pin_fp32(trt, network, keep: Iterable[str] = ()) -> list[str]:
+    """Pin LayerNorm-like layers and the front end's layers (ONNX node names ``keep``, from the bundle) to FP32."""
+    pinned, keep = [], tuple(keep)
     for i in range(network.num_layers):
         layer = network.get_layer(i)
         floats = all(layer.get_output(j).dtype in (trt.float32, trt.float16) for j in range(layer.num_outputs))
-        if not floats or not should_keep_fp32(_enum_name(layer.type), layer.name or ""):
+        front = bool(keep) and (layer.name or "").startswith(keep)
+        if not floats or not (front or should_keep_fp32(_enum_name(layer.type), layer.name or "")):
             continue   # integer/shape layers keep their types
         layer.precision = trt.float32
         for j in range(layer.num_outputs):
@@ -298,7 +299,7 @@ def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, *
         if precision == "fp32" and hasattr(trt.BuilderFlag, "TF32"):
             config.clear_flag(trt.BuilderFlag.TF32)  # plain FP32, comparable with ONNX Runtime
         if precision != "fp32" and keep_layernorm_fp32:
-            pinned = _pin_fp32(trt, network)
+            pinned = _pin_fp32(trt, network, getattr(spec, "frontend_nodes", ()))
             if pinned:
                 config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
     if dla_core is not None:
