@@ -47,10 +47,9 @@ _OP_HINTS = {
 # ----------------------------------------------------------------------------- TensorRT-independent helpers
 def trt_major(version: str) -> int:
     """Major version from ``tensorrt.__version__`` (``'10.3.0'`` → 10)."""
-    try:
-        return int(str(version).split(".")[0])
-    except ValueError:
-        raise WearspecError(f"cannot read the TensorRT version {version!r}") from None
+    if not str(version).split(".")[0].isdigit():
+        raise WearspecError(f"cannot read the TensorRT version {version!r}")
+    return int(str(version).split(".")[0])
 
 
 def engine_meta_path(engine_path: str | os.PathLike) -> Path:
