@@ -1,0 +1,428 @@
+"""Does EsViT/DINO pretraining pay off? SSL probe vs random-init probe vs supervised, held-out subjects.
+
+The issue's benchmark, on the embedded synthetic data: a tiny ViT and a tiny Swin pretrained for a
+budget of about ``--budget-min`` CPU-minutes each, then, per backbone,
+
+(a) ``ssl``: ``run_pretrain`` (``configs/pretrain_{vit,swin}_tiny.yaml``) → ``run_probe`` (which=teacher):
+    weighted k-NN and linear probe on frozen features;
+(b) ``random``: ``run_probe`` (which=random) on the same checkpoint: the same front end (normalisation
+    statistics), the backbone randomly initialised: what pretraining adds;
+(c) ``supervised``: the same encoder (front end + backbone) + a linear head trained from scratch with
+    cross-entropy on the labelled training subjects (AdamW, warm-up + cosine, the same batched on-device
+    augmentations of ``wearspec.data.augment``), the epoch kept by validation-subject macro-F1.
+
+Data: ``prepare synthetic`` with the default 24 labelled subjects (6 min each at 50 Hz, 5 s windows,
+2.5 s hop) plus ``--unlabelled`` unlabelled subjects (the pretraining pool). One fixed subject split
+(seeded): 8 test subjects, 4 validation subjects, 12 training subjects. Pretraining sees the unlabelled
+subjects and the training subjects' windows, never the validation or test subjects
+(``exclude_subjects``); the probe and the supervised model train on the training subjects, select on the
+validation subjects and report once on the test subjects (the same ``split.test_subjects`` /
+``split.val_subjects`` for every method).
+
+``--tune``: the mode used to tune the recipe. The test subjects are never touched (not probed, not
+evaluated). The probes run 4-fold cross-validation by subject over the 16 non-test subjects (so a setting
+is scored on 16 subjects, not 4; 12 of them are in the pretraining pool, a small transductive advantage
+that every setting shares), and the supervised model trains on 9 training subjects, selects on 3 and is
+scored on the 4 validation subjects. Pretraining is identical in both modes.
+
+Budget: the YAML recipes fix the epochs that fit ~10 minutes of this 2-core VM;
+``--budget-min B`` scales the epochs by B / 10 (so a run is reproducible: a fixed number of steps with
+fixed seeds, whatever the machine's load), and the measured wall-clock and process CPU time of every
+phase are reported next to the scores.
+
+    python benchmarks/ssl.py [--budget-min 10] [--backbones vit,swin] [--out DIR] [--json PATH] [--tune]
+                             [--set vit:optim.lr=1e-3 ...] [--reuse]
+"""
+
+from __future__ import annotations
+
+import sys
+
+if __name__ == "ssl":
+    # Another script in benchmarks/ ran (benchmarks/ is then sys.path[0]) and something imported the standard
+    # library's ``ssl`` (asyncio via tqdm, urllib, ...), which found this file. Put the real module in its
+    # place: the import machinery returns ``sys.modules["ssl"]``, so ``import ssl`` gets the standard library.
+    import importlib.util
+    import sysconfig
+
+    _spec = importlib.util.spec_from_file_location("ssl", sysconfig.get_paths()["stdlib"] + "/ssl.py")
+    _real = importlib.util.module_from_spec(_spec)
+    sys.modules["ssl"] = _real
+    _spec.loader.exec_module(_real)
+    _IMPORTED_AS_SSL = True
+else:
+    _IMPORTED_AS_SSL = False
+
+from pathlib import Path  # noqa: E402
+
+import argparse  # noqa: E402
+import copy  # noqa: E402
+import json  # noqa: E402
+import shutil  # noqa: E402
+import time  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+if not _IMPORTED_AS_SSL:  # as the stand-in for the standard library's ssl, define functions only
+    # Run as ``python benchmarks/ssl.py``, this folder is sys.path[0]: drop it, so that this file does not
+    # shadow the standard library's ``ssl`` for the imports below, and put the repository first.
+    _HERE = Path(__file__).resolve().parent
+    sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from wearspec.config import PrepareConfig, from_dict, load_config, to_dict
+    from wearspec.data.augment import AugmentConfig, build_sensor_augment, build_spec_augment, make_generator
+    from wearspec.data.frontend import build_frontend
+    from wearspec.data.prepare import prepare
+    from wearspec.data.store import StoreWriter, WindowStore
+    from wearspec.evaluate.metrics import classification_report, format_mean_sd, macro_f1
+    from wearspec.evaluate.probe import ProbeConfig, SplitConfig, run_probe
+    from wearspec.models.backbones import BackboneConfig, build_backbone
+    from wearspec.models.encoder import SpectrogramEncoder
+    from wearspec.ssl.pretrain import PretrainConfig, run_pretrain
+    from wearspec.ssl.schedules import cosine_schedule, param_groups
+
+REFERENCE_BUDGET_MIN = 10.0  # the configs' epochs are sized for this many minutes on the 2-core VM
+CONFIGS = {"vit": ROOT / "configs" / "pretrain_vit_tiny.yaml", "swin": ROOT / "configs" / "pretrain_swin_tiny.yaml"}
+PROBE_CONFIG = ROOT / "configs" / "probe.yaml"
+PROBE_ARCH = {"vit": ["n_last=4"], "swin": ["n_last=2"]}  # ViT: CLS of the last 4 blocks; Swin: both stages
+N_TEST, N_VAL, N_INNER_VAL = 8, 4, 3
+
+
+# -- data and split ---------------------------------------------------------------------------------
+def make_store(folder: Path, unlabelled: int, seed: int) -> WindowStore:
+    cfg = PrepareConfig()
+    cfg.synthetic.unlabelled_subjects, cfg.synthetic.seed = unlabelled, seed
+    store, _ = prepare("synthetic", None, folder, cfg, progress=False)  # reused when already there
+    return store
+
+
+def subject_split(store: WindowStore, seed: int, tune: bool) -> dict[str, list[str]]:
+    """Fixed subject-wise split of the labelled subjects (8 test, 4 validation, 12 training).
+
+    ``tune``: the test subjects are dropped. The probes run 4-fold cross-validation over the 16 other
+    subjects (a store holding only them; validation subjects drawn from each fold's training subjects), so
+    that every setting is scored on 16 subjects instead of 4; the supervised model trains on 9 training
+    subjects, selects on the other 3 and is scored on the 4 validation subjects."""
+    labelled = sorted({store.subject_names[s] for s in np.unique(store.subjects[store.labels >= 0])})
+    order = [str(s) for s in np.random.default_rng(seed).permutation(labelled)]
+    test, val, train = sorted(order[:N_TEST]), sorted(order[N_TEST:N_TEST + N_VAL]), order[N_TEST + N_VAL:]
+    split = {"train": sorted(train), "val": val, "test": test, "pretrain_excluded": sorted(test + val)}
+    if tune:
+        split.update(train=sorted(train[N_INNER_VAL:]), val=sorted(train[:N_INNER_VAL]), test=val,
+                     probe_subjects=sorted(train + val), probe_kfold=4)
+    return split
+
+
+def labelled_subset(store: WindowStore, subjects: list[str], folder: Path) -> Path:
+    """A store with only the labelled windows of ``subjects``: for the probe in tuning mode, which trains on
+    every labelled subject that is neither a test nor a validation subject (the test subjects must not be
+    among them)."""
+    if (folder / "manifest.json").is_file() and WindowStore(folder).meta.get("subjects") == list(subjects):
+        return folder
+    if folder.exists():
+        shutil.rmtree(folder)
+    with StoreWriter(folder, channels=store.channels, rate=store.rate, window=store.window, hop=store.hop,
+                     label_names=store.label_names, dtype=str(store.dtype), fingerprint="subset",
+                     meta=dict(store.meta, subset_of=str(store.path), subjects=list(subjects))) as writer:
+        for name in subjects:
+            idx = windows_of(store, [name])
+            for rec in np.unique(store.recordings[idx]):
+                part = idx[store.recordings[idx] == rec]
+                writer.add(store.read_batch(part), name, store.recording_names[rec], store.starts[part],
+                           store.labels[part])
+    return folder
+
+
+def windows_of(store: WindowStore, subjects: list[str], labelled: bool = True) -> np.ndarray:
+    codes = [store.subject_names.index(s) for s in subjects]
+    keep = np.isin(store.subjects, codes) & ((store.labels >= 0) if labelled else True)
+    return np.flatnonzero(keep)
+
+
+class Timer:
+    """Wall-clock and process CPU seconds of a block."""
+
+    def __enter__(self):
+        self.w0, self.c0 = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc):
+        self.wall, self.cpu = time.perf_counter() - self.w0, time.process_time() - self.c0
+
+
+# -- (a) pretraining ----------------------------------------------------------------------------------
+def pretrain_config(arch: str, store: Path, run_dir: Path, split: dict, budget_min: float,
+                    overrides: list[str]) -> PretrainConfig:
+    cfg = load_config(PretrainConfig, CONFIGS[arch], overrides)
+    cfg.store, cfg.output, cfg.exclude_subjects = str(store), str(run_dir), list(split["pretrain_excluded"])
+    cfg.optim.epochs = max(1, int(round(cfg.optim.epochs * budget_min / REFERENCE_BUDGET_MIN)))
+    cfg.optim.warmup_epochs = min(cfg.optim.warmup_epochs, cfg.optim.epochs)
+    cfg.runtime.device = "cpu"
+    return cfg
+
+
+def pretrain(cfg: PretrainConfig, reuse: bool) -> dict:
+    run_dir = Path(cfg.output)
+    timing_file = run_dir / "benchmark_timing.json"
+    if reuse and timing_file.is_file() and (run_dir / "teacher_encoder.safetensors").is_file():
+        saved = json.loads(timing_file.read_text())
+        if saved.get("config") == to_dict(cfg):
+            print(f"pretrain: reusing the finished run in {run_dir} (timed {saved['wall_s']:.0f} s when it ran)")
+            return saved
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    with Timer() as t:
+        summary = run_pretrain(cfg)
+    steps = summary["steps"]
+    result = {"wall_s": t.wall, "cpu_s": t.cpu, "steps": steps, "epochs": cfg.optim.epochs,
+              "windows_per_s": steps * cfg.optim.batch_size / t.wall, "config": to_dict(cfg)}
+    result.update(_last_health(run_dir))
+    timing_file.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def _last_health(run_dir: Path) -> dict:
+    """Final loss and collapse statistics of the run (from metrics.jsonl)."""
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
+    if not rows:
+        return {}
+    last = rows[-1]
+    return {k: last[k] for k in ("loss", "entropy_norm", "mean_entropy_norm", "top_fraction") if k in last}
+
+
+# -- (a), (b) probes ----------------------------------------------------------------------------------
+def probe(run_dir: Path, store: Path, out: Path, which: str, split: dict, overrides: list[str]) -> dict:
+    cfg = load_config(ProbeConfig, PROBE_CONFIG, overrides)
+    cfg.checkpoint, cfg.store, cfg.output, cfg.which, cfg.device = str(run_dir), str(store), str(out), which, "cpu"
+    if split.get("probe_kfold"):  # tuning: 4 folds over the non-test subjects (every one evaluated once)
+        cfg.split = SplitConfig(mode="kfold", k=split["probe_kfold"], val_fraction=0.15, seed=0)
+    else:
+        cfg.split = SplitConfig(mode="holdout", test_subjects=split["test"], val_subjects=split["val"], seed=0)
+    if out.exists():
+        shutil.rmtree(out)
+    with Timer() as t:
+        report = run_probe(cfg, verbose=False)
+    res = {"wall_s": t.wall, "cpu_s": t.cpu, "n_last": cfg.n_last, "avgpool": cfg.avgpool}
+    for method in ("knn", "linear"):
+        r = report[method]
+        res[method] = {"macro_f1": r["pooled"]["macro_f1"], "accuracy": r["pooled"]["accuracy"],
+                       "subject_macro_f1": r["subject_summary"]["macro_f1"]}
+    sel = report["linear"]["selection"][0]
+    res["linear"]["selected"] = {"lr": sel["lr"], "weight_decay": sel["weight_decay"], "val_macro_f1": sel["score"]}
+    return res
+
+
+# -- (c) supervised from scratch ----------------------------------------------------------------------
+SUPERVISED = dict(epochs=60, patience=15, batch_size=64, lr=1e-3, weight_decay=0.05, warmup_epochs=3,
+                  label_smoothing=0.1, drop_path=0.1, clip_grad=3.0)
+SUPERVISED_AUGMENT = dict(rotation_p=0.5, rotation_max_deg=30.0, scaling_p=0.5, scaling_sigma=0.1, time_warp_p=0.0,
+                          jitter_p=0.5, jitter_sigma=0.01, time_roll_p=0.5, time_mask_p=0.3, time_masks=1,
+                          freq_mask_p=0.3, freq_masks=1, freq_mask_width=2, noise_p=0.5)
+
+
+def supervised(arch_cfg: PretrainConfig, store: WindowStore, split: dict, seed: int, hp: dict) -> dict:
+    """The pretraining config's front end and backbone, a linear head on the pooled feature, trained with
+    cross-entropy on the training subjects; the epoch with the best validation macro-F1 is evaluated on
+    the test subjects (early stop after ``patience`` epochs without improvement)."""
+    torch.manual_seed(seed)
+    tr, va, te = (windows_of(store, split[k]) for k in ("train", "val", "test"))
+    x_all = torch.from_numpy(store.read_batch(np.arange(len(store))))
+    y_all = torch.from_numpy(store.labels.astype(np.int64))
+    n_classes = len(store.label_names)
+    frontend = build_frontend(arch_cfg.frontend, store.rate, store.window, store.channels)
+    fit = np.random.default_rng(seed).permutation(tr)[: arch_cfg.frontend.fit_windows]
+    frontend.fit(x_all[np.sort(fit)])
+    input_size = frontend.output_shape(store.n_channels, store.window)[1:]
+    bcfg = from_dict(BackboneConfig, {**to_dict(arch_cfg.backbone), "drop_path_rate": hp["drop_path"]})
+    encoder = SpectrogramEncoder(frontend, build_backbone(bcfg, store.n_channels, input_size))
+    model = torch.nn.ModuleDict({"encoder": encoder, "head": torch.nn.Linear(encoder.backbone.embed_dim, n_classes)})
+    aug = from_dict(AugmentConfig, hp["augment"])
+    sensor_aug, spec_aug = build_sensor_augment(aug, channels=store.channels), build_spec_augment(aug)
+    no_decay = {f"encoder.{n}" for n in encoder.no_weight_decay()}
+    optimizer = torch.optim.AdamW(param_groups(model, hp["weight_decay"], no_decay_names=no_decay))
+    steps_per_epoch = len(tr) // hp["batch_size"]
+    total = hp["epochs"] * steps_per_epoch
+    lr_s = cosine_schedule(hp["lr"], 1e-6, total, min(hp["warmup_epochs"], hp["epochs"]) * steps_per_epoch)
+    gen, order_rng = make_generator(seed), np.random.default_rng(seed)
+
+    def predict(idx: np.ndarray) -> np.ndarray:
+        model.eval()
+        with torch.inference_mode():
+            out = [model["head"](encoder(x_all[idx[a:a + 256]]).pooled).argmax(1) for a in range(0, len(idx), 256)]
+        return torch.cat(out).numpy()
+
+    best, best_state, best_epoch, history, step = -1.0, None, -1, [], 0
+    with Timer() as t:
+        for epoch in range(hp["epochs"]):
+            model.train()
+            order = order_rng.permutation(tr)
+            for k in range(steps_per_epoch):
+                idx = np.sort(order[k * hp["batch_size"]:(k + 1) * hp["batch_size"]])
+                for g in optimizer.param_groups:
+                    g["lr"] = float(lr_s[step])
+                with torch.no_grad():
+                    spec = spec_aug(frontend(sensor_aug(x_all[idx], gen)), gen)
+                logits = model["head"](encoder.backbone(spec).pooled)
+                loss = F.cross_entropy(logits, y_all[idx], label_smoothing=hp["label_smoothing"])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), hp["clip_grad"])
+                optimizer.step()
+                step += 1
+            score = macro_f1(y_all[va].numpy(), predict(va))
+            history.append(round(score, 4))
+            if score > best:
+                best, best_epoch, best_state = score, epoch, copy.deepcopy(model.state_dict())
+            elif epoch - best_epoch >= hp["patience"]:
+                break
+        model.load_state_dict(best_state)
+        pred = predict(te)  # the test subjects, once, with the model chosen on validation
+    rep = classification_report(y_all[te].numpy(), pred, store.subjects[te], store.label_names, store.subject_names)
+    return {"wall_s": t.wall, "cpu_s": t.cpu, "epochs_run": len(history), "best_epoch": best_epoch + 1,
+            "val_macro_f1": best, "val_history": history, "macro_f1": rep["pooled"]["macro_f1"],
+            "accuracy": rep["pooled"]["accuracy"], "subject_macro_f1": rep["subject_summary"]["macro_f1"],
+            "hyper_parameters": {k: v for k, v in hp.items()}}
+
+
+# -- report -------------------------------------------------------------------------------------------
+def table(results: dict) -> str:
+    """Scores (pooled macro-F1 and per-subject mean ± SD) and the wall-clock of every phase."""
+    msd = format_mean_sd
+    lines = ["| backbone | method | k-NN macro-F1 | k-NN per subject | linear macro-F1 | linear per subject |",
+             "|---|---|---|---|---|---|"]
+    for arch, r in results.items():
+        for which, label in (("ssl", "SSL (EsViT/DINO) probe"), ("random", "random-init probe")):
+            k, li = r[which]["knn"], r[which]["linear"]
+            lines.append(f"| {arch} | {label} | {k['macro_f1']:.3f} | {msd(k['subject_macro_f1'])} "
+                         f"| {li['macro_f1']:.3f} | {msd(li['subject_macro_f1'])} |")
+        s = r["supervised"]
+        lines.append(f"| {arch} | supervised from scratch | – | – | {s['macro_f1']:.3f} | {msd(s['subject_macro_f1'])} |")
+    lines += ["", "| backbone | pretrain wall (CPU) | steps × batch | SSL probe | random probe | supervised |",
+              "|---|---|---|---|---|---|"]
+    for arch, r in results.items():
+        p, s = r["pretrain"], r["supervised"]
+        lines.append(f"| {arch} | {p['wall_s'] / 60:.1f} min ({p['cpu_s'] / 60:.1f} CPU-min) "
+                     f"| {p['steps']} × {p['config']['optim']['batch_size']} | {r['ssl']['wall_s']:.0f} s "
+                     f"| {r['random']['wall_s']:.0f} s | {s['wall_s'] / 60:.1f} min ({s['cpu_s'] / 60:.1f} CPU-min), "
+                     f"{s['epochs_run']} epochs, best {s['best_epoch']} |")
+    return "\n".join(lines)
+
+
+def verdict(results: dict) -> str:
+    lines = []
+    for arch, r in results.items():
+        ssl, rnd, sup = r["ssl"]["linear"]["macro_f1"], r["random"]["linear"]["macro_f1"], r["supervised"]["macro_f1"]
+        ssl_best = max(ssl, r["ssl"]["knn"]["macro_f1"])
+        lines.append(f"{arch}: SSL linear − random linear = {ssl - rnd:+.3f}; SSL linear − supervised = "
+                     f"{ssl - sup:+.3f} (best SSL probe − supervised = {ssl_best - sup:+.3f}; target ≥ −0.05: "
+                     f"{'met' if ssl - sup >= -0.05 else 'not met'})")
+    return "\n".join(lines)
+
+
+def parse_sets(items: list[str], archs: list[str]) -> dict[str, list[str]]:
+    """``--set vit:optim.lr=1e-3`` (one backbone) or ``--set optim.lr=1e-3`` (all)."""
+    out: dict[str, list[str]] = {a: [] for a in archs}
+    for item in items:
+        head, _, rest = item.partition(":")
+        if rest and head in ("vit", "swin", "probe", "supervised"):
+            out.setdefault(head, []).append(rest)
+        else:
+            for a in archs:
+                out[a].append(item)
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--budget-min", type=float, default=REFERENCE_BUDGET_MIN,
+                    help="pretraining budget per backbone in minutes of the 2-core VM (scales the configs' epochs)")
+    ap.add_argument("--backbones", default="vit,swin", help="comma-separated: vit, swin")
+    ap.add_argument("--out", type=Path, default=Path("/tmp/wearspec-bench-ssl"), help="work folder (store, runs)")
+    ap.add_argument("--json", type=Path, default=None, help="also write the results here")
+    ap.add_argument("--unlabelled", type=int, default=24, help="unlabelled subjects in the pretraining pool")
+    ap.add_argument("--seed", type=int, default=0, help="data generator seed")
+    ap.add_argument("--split-seed", type=int, default=0, help="seed of the subject split")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch CPU threads (1: on a shared 2-core VM two threads are several times slower)")
+    ap.add_argument("--tune", action="store_true",
+                    help="tuning mode: report on the validation subjects; the test subjects are not touched")
+    ap.add_argument("--set", action="append", default=[], metavar="[vit:|swin:|probe:|supervised:]KEY=VALUE",
+                    help="override a pretraining (vit/swin), probe or supervised (lr=, epochs=, augment.X=) setting")
+    ap.add_argument("--skip", default="", help="comma-separated phases to skip: ssl, random, supervised")
+    ap.add_argument("--reuse", action="store_true", help="reuse a finished pretraining run with the same config")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    archs = [a.strip() for a in args.backbones.split(",") if a.strip()]
+    sets = parse_sets(args.set, archs)
+    skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+
+    with Timer() as t_data:
+        store = make_store(args.out / "store", args.unlabelled, args.seed)
+    split = subject_split(store, args.split_seed, args.tune)
+    probe_store = args.out / "store"
+    if args.tune:  # the probe's folds span every labelled subject of its store: keep the test subjects out
+        probe_store = labelled_subset(store, split["probe_subjects"], args.out / "store_tune")
+    role = "val subjects" if args.tune else "test subjects"
+    print(f"store: {len(store)} windows ({int((store.labels >= 0).sum())} labelled), {len(store.subject_names)} "
+          f"subjects; prepared in {t_data.wall:.1f} s")
+    print(f"split ({'tuning' if args.tune else 'final'}): train {split['train']}, val {split['val']}, "
+          f"evaluated {split['test']}; pretraining excludes {split['pretrain_excluded']}")
+    hp = dict(SUPERVISED, augment=dict(SUPERVISED_AUGMENT))
+    for item in sets.get("supervised", []):
+        key, _, value = item.partition("=")
+        import yaml
+
+        val = yaml.safe_load(value)
+        if key.startswith("augment."):
+            hp["augment"][key[len("augment."):]] = val
+        else:
+            hp[key] = val
+
+    results: dict = {}
+    mode = "tune" if args.tune else "final"
+    for arch in archs:
+        run_dir = args.out / "runs" / arch
+        cfg = pretrain_config(arch, args.out / "store", run_dir, split, args.budget_min, sets[arch])
+        r: dict = {}
+        if not {"ssl", "random"} <= skip:
+            print(f"\n== {arch}: pretraining {cfg.optim.epochs} epochs ({cfg.backbone.name}) ==", flush=True)
+            r["pretrain"] = pretrain(cfg, args.reuse)
+            print(f"pretrain: {r['pretrain']['wall_s'] / 60:.1f} min wall, {r['pretrain']['cpu_s'] / 60:.1f} min CPU, "
+                  f"{r['pretrain']['steps']} steps, {r['pretrain']['windows_per_s']:.0f} windows/s", flush=True)
+        if "ssl" not in skip:
+            r["ssl"] = probe(run_dir, probe_store, args.out / "probe" / mode / arch / "ssl", "teacher", split,
+                         PROBE_ARCH[arch] + sets.get("probe", []))
+            print(f"ssl probe: k-NN {r['ssl']['knn']['macro_f1']:.3f}, linear {r['ssl']['linear']['macro_f1']:.3f} "
+                  f"(linear val {r['ssl']['linear']['selected']['val_macro_f1']:.3f})", flush=True)
+        if "random" not in skip:
+            r["random"] = probe(run_dir, probe_store, args.out / "probe" / mode / arch / "random", "random",
+                                split, PROBE_ARCH[arch] + sets.get("probe", []))
+            print(f"random probe: k-NN {r['random']['knn']['macro_f1']:.3f}, linear "
+                  f"{r['random']['linear']['macro_f1']:.3f}", flush=True)
+        if "supervised" not in skip:
+            r["supervised"] = supervised(cfg, store, split, seed=0, hp=hp)
+            print(f"supervised: {r['supervised']['macro_f1']:.3f} (val {r['supervised']['val_macro_f1']:.3f}, "
+                  f"best epoch {r['supervised']['best_epoch']}/{r['supervised']['epochs_run']}, "
+                  f"{r['supervised']['wall_s'] / 60:.1f} min)", flush=True)
+        results[arch] = r
+
+    complete = {a: r for a, r in results.items() if {"ssl", "random", "supervised"} <= set(r)}
+    if complete:
+        where = ("tuning: probes 4-fold over the 16 non-test subjects, supervised on the 4 validation subjects"
+                 if args.tune else f"the {role} ({', '.join(split['test'])})")
+        print(f"\nEvaluated on {where}; pooled macro-F1 and per-subject mean ± SD.\n")
+        print(table(complete))
+        print("\n" + verdict(complete))
+    out = {"mode": mode, "args": {k: str(v) for k, v in vars(args).items()}, "split": split,
+           "torch_threads": torch.get_num_threads(), "results": results}
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(out, indent=2, default=str) + "\n")
+    return out
+
+
+if __name__ == "__main__":
+    main()
