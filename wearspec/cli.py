@@ -60,57 +60,38 @@ def _is_rank0() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
+def _run_recipe(args: argparse.Namespace, module: str, config: str, runner: str, keys: tuple[str, ...] | None) -> int:
+    """Load ``config`` (YAML + overrides), print it or run ``runner``; rank 0 prints the summary's ``keys``."""
+    import importlib
+
+    from wearspec.config import load_config, to_yaml
+
+    mod = importlib.import_module(module)
+    cfg = load_config(getattr(mod, config), args.config, args.overrides)
+    if args.print_config:
+        print(to_yaml(cfg), end="")
+        return 0
+    summary = getattr(mod, runner)(cfg)
+    if keys is not None and _is_rank0():
+        print(json.dumps({k: summary.get(k) for k in keys} if keys else summary, default=str))
+    return 0
+
+
 def _pretrain(args: argparse.Namespace) -> int:
-    from wearspec.config import load_config, to_yaml
-    from wearspec.ssl.pretrain import PretrainConfig, run_pretrain
-
-    cfg = load_config(PretrainConfig, args.config, args.overrides)
-    if args.print_config:
-        print(to_yaml(cfg), end="")
-        return 0
-    summary = run_pretrain(cfg)
-    if _is_rank0():
-        print(json.dumps(summary))
-    return 0
+    return _run_recipe(args, "wearspec.ssl.pretrain", "PretrainConfig", "run_pretrain", ())
 
 
-def _probe(args: argparse.Namespace) -> int:
-    from wearspec.config import load_config, to_yaml
-    from wearspec.evaluate.probe import ProbeConfig, run_probe
-
-    cfg = load_config(ProbeConfig, args.config, args.overrides)
-    if args.print_config:
-        print(to_yaml(cfg), end="")
-        return 0
-    run_probe(cfg)
-    return 0
+def _probe(args: argparse.Namespace) -> int:  # run_probe prints its own table
+    return _run_recipe(args, "wearspec.evaluate.probe", "ProbeConfig", "run_probe", None)
 
 
 def _finetune(args: argparse.Namespace) -> int:
-    from wearspec.config import load_config, to_yaml
-    from wearspec.finetune.recipe import FinetuneConfig, run_finetune
-
-    cfg = load_config(FinetuneConfig, args.config, args.overrides)
-    if args.print_config:
-        print(to_yaml(cfg), end="")
-        return 0
-    summary = run_finetune(cfg)
-    if _is_rank0():
-        print(json.dumps({k: summary[k] for k in ("finished", "output", "report") if k in summary}))
-    return 0
+    return _run_recipe(args, "wearspec.finetune.recipe", "FinetuneConfig", "run_finetune",
+                       ("finished", "output", "report"))
 
 
 def _export(args: argparse.Namespace) -> int:
-    from wearspec.config import load_config, to_yaml
-    from wearspec.deploy.export import ExportConfig, run_export
-
-    cfg = load_config(ExportConfig, args.config, args.overrides)
-    if args.print_config:
-        print(to_yaml(cfg), end="")
-        return 0
-    summary = run_export(cfg)
-    print(json.dumps({k: summary.get(k) for k in ("bundle", "opset", "parity", "int8") if k in summary}, default=str))
-    return 0
+    return _run_recipe(args, "wearspec.deploy.export", "ExportConfig", "run_export", ("bundle", "opset", "parity", "int8"))
 
 
 # engine and stream import only wearspec.deploy.runtime (numpy, onnxruntime, tensorrt, cuda-python):
