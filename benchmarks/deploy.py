@@ -38,8 +38,9 @@ Steps:
    the part the INT8 graph quantizes (Conv and constant-weight GEMMs of the model) and the rest (front end,
    attention products); bytes = weights (FP16: 2 B; INT8: 1 B for quantized Conv/Linear weights) + 2 × the
    outputs of conv / GEMM / attention / norm / softmax ops in FP16 (each written once and read once;
-   pointwise ops assumed fused); kernels = the ONNX graph's Conv/MatMul/Gemm/LayerNormalization/Softmax/
-   BatchNormalization/pooling nodes (a proxy for TensorRT's fused layers). Then
+   pointwise ops assumed fused, no other fusion or cache reuse: an upper bound); kernels = the ONNX graph's
+   Conv/MatMul/Gemm/LayerNormalization/Softmax/BatchNormalization/pooling nodes (a proxy for TensorRT's fused
+   layers). Then
    ``latency = max(FLOPs_fp16 / (η·P_fp16) + FLOPs_int8 / (η·P_int8), bytes / (η_mem·BW)) + n_kernels·t_kernel
    + t_fixed`` with the published dense tensor-core peaks of the GPU (DLA not used: attention cannot run on
    it) and the assumptions of :data:`ASSUMPTIONS`. It is not a measurement: replace it by
@@ -388,10 +389,11 @@ def jetson_caption() -> str:
             f"t_fixed = {a['t_fixed_ms']:.2f} ms per inference. FLOPs: FlopCounterMode (conv/GEMM/attention "
             "only); INT8 applies to the Conv and constant-weight GEMM FLOPs of the model (the INT8 graph's Q/DQ "
             "scope); front end and attention products stay FP16. Bytes: weights (2 B; 1 B for INT8-quantized "
-            "Conv/Linear weights) + 2 × 2 B × the outputs of conv/GEMM/attention/norm/softmax/pool ops (pointwise "
-            "ops assumed fused; an upper bound, as these activations fit in the 4 MB L2). GPU only, no DLA, no "
-            f"sparsity, default clocks. Peaks: {peaks}. Replace with `wearspec engine bench BUNDLE --backend "
-            "tensorrt` on the device.")
+            "Conv/Linear weights) + 2 × 2 B × the outputs of conv/GEMM/attention/norm/softmax/pool ops, i.e. "
+            "pointwise ops fused but nothing else (no fused attention keeping the score matrices on chip, no reuse "
+            "in the GPU L2): an upper bound on DRAM traffic. Shuffles (Reshape/Transpose/Slice/Concat) are not "
+            "counted as kernels. GPU only, no DLA, no sparsity, maximum clocks of the mode. "
+            f"Peaks: {peaks}. Replace with `wearspec engine bench BUNDLE --backend tensorrt` on the device.")
 
 
 # ---- main ------------------------------------------------------------------------------------------------

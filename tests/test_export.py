@@ -453,3 +453,16 @@ def test_dynamo_exporter_and_written_opset(tmp_path):
     assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) == 18 and check_ops(model) == []
     x = np.random.default_rng(0).standard_normal((3, C, T)).astype(np.float32)
     np.testing.assert_allclose(session(model).run(None, {"windows": x})[0], _probs(clf, x), atol=1e-5)
+
+
+def test_calibration_reader_uses_equal_batches():
+    import numpy as np
+
+    from wearspec.deploy.quantize import WindowReader
+
+    for n, sizes in ((141, [32] * 4), (20, [20]), (64, [32, 32])):
+        r = WindowReader(np.zeros((n, 2, 8), np.float32), batch=32)
+        got = []
+        while (b := r.get_next()) is not None:
+            got.append(len(b["windows"]))
+        assert got == sizes, (n, got)

@@ -83,8 +83,13 @@ class WindowReader(_reader_base()):
     """ONNX Runtime calibration reader over raw windows (N, C, T) float32, ``batch`` windows at a time."""
 
     def __init__(self, windows: np.ndarray, input_name: str = "windows", batch: int = 32):
-        self.windows = np.ascontiguousarray(windows, dtype=np.float32)
         self.input_name, self.batch, self._pos = input_name, max(1, int(batch)), 0
+        n = len(windows)
+        if n > self.batch:  # equal batches: ORT's percentile calibrator fails on a short last batch
+            n -= n % self.batch
+        else:
+            self.batch = max(1, n)
+        self.windows = np.ascontiguousarray(windows[:n], dtype=np.float32)
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         if self._pos >= len(self.windows):
