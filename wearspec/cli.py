@@ -94,6 +94,10 @@ def _export(args: argparse.Namespace) -> int:
     return _run_recipe(args, "wearspec.deploy.export", "ExportConfig", "run_export", ("bundle", "opset", "parity", "int8"))
 
 
+def _demo(args: argparse.Namespace) -> int:  # run_demo reports each step itself
+    return _run_recipe(args, "wearspec.demo.recipe", "DemoConfig", "run_demo", None)
+
+
 # engine and stream import only wearspec.deploy.runtime (numpy, onnxruntime, tensorrt, cuda-python):
 # they run on a Jetson without torch.
 
@@ -208,6 +212,14 @@ def build_parser() -> argparse.ArgumentParser:
         "to a bundle: model.onnx, model.int8.onnx, bundle.json. Refuses to write a bundle that fails the ONNX "
         "checker, the TensorRT 10.3 op-set check or parity against PyTorch.",
         "wearspec export checkpoint=runs/ft/holdout/student store=data/synth output=runs/bundle",
+    )
+
+    _recipe_parser(
+        sub, "demo", _demo, "the whole pipeline on the embedded data (or your store), ending in a report",
+        "prepare (synthetic, or store=PATH) → EsViT/DINO pretraining under torchrun → probe vs random init → DeSepTr "
+        "fine-tuning from the SSL backbone → ONNX/INT8 bundle → streamed replay → TensorRT engine (when present) → "
+        "OUTPUT/report/report.html and report.md. Re-running skips finished steps and resumes training.",
+        "wearspec demo output=runs/demo      |  wearspec demo store=data/mine output=runs/mine pretrain.optim.epochs=20",
     )
 
     pe = sub.add_parser("engine", help="TensorRT engine: build on the device, run, benchmark",
