@@ -14,7 +14,6 @@ from wearspec.cli import main
 from wearspec.config import PrepareConfig, SyntheticConfig
 from wearspec.data.frontend import SpectrogramFrontend
 from wearspec.data.prepare import prepare
-from wearspec.data.store import WindowStore
 from wearspec.demo.figures import cls_attention, match_crops
 from wearspec.demo.recipe import STEPS, _first_difference, replay_recording
 from wearspec.models.backbones import BackboneConfig, build_backbone
