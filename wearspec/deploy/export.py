@@ -50,6 +50,7 @@ from wearspec.deploy import bundle as bundle_io
 from wearspec.deploy.opset import op_report, opset_version
 from wearspec.deploy.quantize import fp16_check, is_frontend_node, quantize_int8, session
 from wearspec.errors import WearspecError
+from wearspec.utils.io import jsonable
 from wearspec.evaluate.metrics import accuracy, cohen_kappa, macro_f1
 
 INPUT_NAME, OUTPUT_NAME = "windows", "probabilities"
@@ -380,7 +381,7 @@ def export_classifier(classifier: nn.Module, meta: dict[str, Any], output: str |
         "notes": notes,
     }
     say(f"writing {output}")
-    path = bundle_io.write_bundle(output, _json_safe(bundle_meta), files, overwrite=overwrite)
+    path = bundle_io.write_bundle(output, jsonable(bundle_meta), files, overwrite=overwrite)
     return {"bundle": str(path), "opset": report["opset"], "exporter": how["exporter"], "ops": report["ops"],
             "layernorm": report["layernorm"], "parity": bundle_meta["parity"], "fp16": fp16, "int8": int8_sec,
             "notes": notes, "seconds": round(time.time() - t0, 1)}
@@ -440,21 +441,6 @@ def _check_store(store: WindowStore, channels: list[str], window: int, rate: flo
 
 def _frontend_nodes(model: onnx.ModelProto) -> list[str]:
     return [n.name for n in model.graph.node if is_frontend_node(n)]
-
-
-def _json_safe(v: Any) -> Any:
-    """NaN/inf → None, numpy scalars → Python, tuples → lists (bundle.json is strict JSON)."""
-    if isinstance(v, dict):
-        return {str(k): _json_safe(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_json_safe(x) for x in v]
-    if isinstance(v, (np.floating, float)):
-        return float(v) if math.isfinite(float(v)) else None
-    if isinstance(v, np.integer):
-        return int(v)
-    if isinstance(v, np.bool_):
-        return bool(v)
-    return v
 
 
 def _first_line(e: BaseException) -> str:

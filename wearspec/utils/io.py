@@ -72,7 +72,7 @@ def jsonable(obj: Any) -> Any:
         return {str(k): jsonable(v) for k, v in obj.items() if _json_keep(v)}
     if isinstance(obj, (list, tuple)):
         return [jsonable(v) for v in obj if _json_keep(v)]
-    if isinstance(obj, (np.integer, np.floating)):
+    if isinstance(obj, (np.integer, np.floating, np.bool_)):
         obj = obj.item()
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
@@ -80,4 +80,4 @@ def jsonable(obj: Any) -> Any:
 
 
 def _json_keep(v: Any) -> bool:
-    return v is None or isinstance(v, (dict, list, tuple, str, int, float, bool, np.integer, np.floating))
+    return v is None or isinstance(v, (dict, list, tuple, str, int, float, bool, np.integer, np.floating, np.bool_))
