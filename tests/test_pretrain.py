@@ -118,10 +118,24 @@ def test_bad_inputs(store, tmp_path):
         run_pretrain(_cfg(store, tmp_path / "x", "exclude_subjects=[nobody]"))
     with pytest.raises(WearspecError, match="give no full batch of 4096"):
         run_pretrain(_cfg(store, tmp_path / "x", "optim.batch_size=4096"))
+    with pytest.raises(WearspecError, match="loss.centering: expected ema or sinkhorn"):
+        run_pretrain(_cfg(store, tmp_path / "x", "loss.centering=median"))
+    with pytest.raises(WearspecError, match="loss.koleo_weight"):
+        run_pretrain(_cfg(store, tmp_path / "x", "loss.koleo_weight=-1"))
     out = tmp_path / "changed"
     run_pretrain(_cfg(store, out, "optim.epochs=2", "runtime.max_steps=2"))
     with pytest.raises(WearspecError, match="used different 'optim' settings"):
         run_pretrain(_cfg(store, out, "optim.epochs=3"))
+
+
+def test_sinkhorn_targets_and_koleo_train_and_log(store, tmp_path):
+    out = tmp_path / "sk"
+    summary = run_pretrain(_cfg(store, out, "optim.epochs=1", "loss.centering=sinkhorn", "loss.koleo_weight=0.1"))
+    assert summary["finished"]
+    steps = [r for r in read_metrics(out / "metrics.jsonl") if "loss" in r]
+    assert len(steps) == summary["steps"] and all(r["loss_koleo"] is not None for r in steps)
+    assert all(torch.isfinite(torch.tensor([r["loss"], r["loss_koleo"]])).all() for r in steps)
+    assert (out / "teacher_encoder.safetensors").is_file()
 
 
 # -- torchrun ------------------------------------------------------------------------------------

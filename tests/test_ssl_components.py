@@ -17,7 +17,7 @@ from torch import nn
 
 from wearspec.errors import WearspecError
 from wearspec.ssl.heads import DINOHead, cancel_last_layer_gradients, last_layer_parameters
-from wearspec.ssl.losses import DINOLoss, RegionLoss, esvit_loss
+from wearspec.ssl.losses import DINOLoss, RegionLoss, esvit_loss, koleo_loss, sinkhorn_knopp
 from wearspec.ssl.monitor import CollapseMonitor, collapse_stats
 from wearspec.ssl.multicrop import MultiCrop, MultiCropConfig
 from wearspec.ssl.schedules import (cosine_schedule, ema_update, lr_schedule, momentum_schedule, param_groups,
@@ -181,6 +181,86 @@ def test_update_center_all_reduces_across_two_processes(tmp_path):
         got = torch.load(tmp_path / f"rank{r}.pt", weights_only=True)
         torch.testing.assert_close(got["view"], want_view)
         torch.testing.assert_close(got["region"], want_region)
+
+
+# -- Sinkhorn-Knopp targets and KoLeo ------------------------------------------------------------
+def naive_sinkhorn(logits, temp, iters):
+    q = torch.exp(logits.double() / temp).t()
+    q /= q.sum()
+    k, n = q.shape
+    for _ in range(iters):
+        q /= q.sum(1, keepdim=True) * k
+        q /= q.sum(0, keepdim=True) * n
+    return (q * n).t()
+
+
+def test_sinkhorn_matches_the_plain_iteration_and_equipartitions():
+    g = torch.Generator().manual_seed(5)
+    logits = torch.randn(12, K, generator=g)
+    got = sinkhorn_knopp(logits, 0.5, n_iters=3)
+    assert got.shape == (12, K) and got.dtype == torch.float32
+    torch.testing.assert_close(got.double(), naive_sinkhorn(logits, 0.5, 3), rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(got.sum(1), torch.ones(12))  # each row a distribution
+    many = sinkhorn_knopp(logits, 0.5, n_iters=200)  # converged: every prototype gets mass N/K
+    torch.testing.assert_close(many.sum(0), torch.full((K,), 12 / K), rtol=1e-3, atol=1e-4)
+    # stable for sharp temperatures (no overflow), no gradient
+    sharp = sinkhorn_knopp(logits.requires_grad_(True), 0.01)
+    assert torch.isfinite(sharp).all() and not sharp.requires_grad
+    with pytest.raises(WearspecError):
+        sinkhorn_knopp(logits, 0.0)
+
+
+def test_view_loss_with_sinkhorn_targets_matches_per_pair_loop():
+    g = torch.Generator().manual_seed(6)
+    b = 5
+    student = [torch.randn(b, K, generator=g) for _ in range(4)]
+    teacher = [torch.randn(b, K, generator=g) for _ in range(2)]
+    loss_fn = DINOLoss(K, n_global=2, centering="sinkhorn", sinkhorn_iters=3)
+    loss_fn.center.copy_(torch.randn(1, K, generator=g))  # not used by the sinkhorn targets
+    q = naive_sinkhorn(torch.cat(teacher), 0.07, 3).view(2, b, K)
+    want, pairs = 0.0, 0
+    for i in range(2):
+        for j, s in enumerate(student):
+            if i != j:
+                want += float(-(q[i] * torch.log_softmax(s.double() / 0.1, dim=1)).sum(1).mean())
+                pairs += 1
+    assert float(loss_fn(student, teacher, 0.07)) == pytest.approx(want / pairs, rel=1e-5)
+    with pytest.raises(WearspecError):
+        DINOLoss(K, centering="median")
+
+
+def _sinkhorn_worker(rank, world, init_file, out_dir):
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        logits = torch.randn(3 + rank, K, generator=torch.Generator().manual_seed(200 + rank))
+        torch.save(sinkhorn_knopp(logits, 0.3, 4), os.path.join(out_dir, f"sk{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_sinkhorn_equipartitions_the_global_batch_across_two_processes(tmp_path):
+    mp.spawn(_sinkhorn_worker, args=(2, str(tmp_path / "store"), str(tmp_path)), nprocs=2, join=True)
+    rows = [torch.randn(3 + r, K, generator=torch.Generator().manual_seed(200 + r)) for r in range(2)]
+    want = naive_sinkhorn(torch.cat(rows), 0.3, 4)
+    got = torch.cat([torch.load(tmp_path / f"sk{r}.pt", weights_only=True) for r in range(2)])
+    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-7)
+
+
+def test_koleo_is_the_mean_negative_log_nearest_neighbour_distance():
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(6, 5, generator=g, requires_grad=True)
+    got = koleo_loss(x)
+    z = F.normalize(x.detach().double(), dim=1)
+    d = torch.cdist(z, z) + torch.eye(6, dtype=torch.float64) * 10
+    assert got.item() == pytest.approx(float(-torch.log(d.min(1).values + 1e-8).mean()), rel=1e-5)
+    got.backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+    # spreading the batch lowers it: orthogonal rows beat near-duplicates
+    spread = koleo_loss(torch.eye(4))
+    tight = koleo_loss(torch.ones(4, 4) + 0.01 * torch.randn(4, 4, generator=g))
+    assert float(spread) < float(tight)
+    with pytest.raises(WearspecError):
+        koleo_loss(torch.randn(1, 4))
 
 
 # -- Head -----------------------------------------------------------------------------------------

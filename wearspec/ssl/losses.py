@@ -26,7 +26,8 @@ from torch import Tensor, nn
 from wearspec.errors import WearspecError
 from wearspec.ssl.schedules import teacher_temperature_schedule  # noqa: F401  (re-exported)
 
-__all__ = ["DINOLoss", "RegionLoss", "esvit_loss", "teacher_temperature_schedule", "global_mean"]
+__all__ = ["DINOLoss", "RegionLoss", "esvit_loss", "koleo_loss", "sinkhorn_knopp", "teacher_temperature_schedule",
+           "global_mean"]
 
 
 @torch.no_grad()
@@ -41,6 +42,63 @@ def global_mean(x: Tensor) -> Tensor:
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(stats, op=dist.ReduceOp.SUM)
     return (stats[:-1] / stats[-1].clamp_min(1)).unsqueeze(0)
+
+
+@torch.no_grad()
+def sinkhorn_knopp(logits: Tensor, teacher_temp: float, n_iters: int = 3) -> Tensor:
+    """Teacher targets by Sinkhorn-Knopp equipartition (SwAV, DINOv2): (N, K) logits → (N, K) probabilities.
+
+    ``Q = exp(logits / teacher_temp)``, then ``n_iters`` alternations of: every prototype (column) gets total
+    mass 1/K, every row total mass 1/N; rows are returned normalised to sum 1. Sums run over the rows of every
+    rank together (all-reduced) when ``torch.distributed`` is initialised, so the equipartition holds for the
+    global batch. Unlike the EMA center, which only keeps the running mean uniform, this spreads every batch over
+    the K prototypes (with a small data set and batch, EMA centering can leave most prototypes unused).
+    Computed in float32 (float64 for float64 input), the max logit subtracted first for stability.
+    """
+    if teacher_temp <= 0 or n_iters < 1:
+        raise WearspecError(f"sinkhorn_knopp: need teacher_temp > 0 and n_iters ≥ 1, got {teacher_temp}, {n_iters}")
+    x = logits.detach()
+    x = (x.double() if x.dtype == torch.float64 else x.float()) / teacher_temp
+    distributed = dist.is_available() and dist.is_initialized()
+    top = x.max().reshape(1)
+    if distributed:
+        dist.all_reduce(top, op=dist.ReduceOp.MAX)
+    q = torch.exp(x - top).t()  # (K, N)
+    k = q.shape[0]
+    n = torch.tensor([float(q.shape[1])], dtype=q.dtype, device=q.device)
+    if distributed:
+        dist.all_reduce(n)
+    total = q.sum().reshape(1)
+    if distributed:
+        dist.all_reduce(total)
+    q /= total.clamp_min(torch.finfo(q.dtype).tiny)
+    for _ in range(int(n_iters)):
+        rows = q.sum(dim=1, keepdim=True)  # (K, 1): mass per prototype
+        if distributed:
+            dist.all_reduce(rows)
+        q /= rows.clamp_min(torch.finfo(q.dtype).tiny) * k
+        q /= q.sum(dim=0, keepdim=True).clamp_min(torch.finfo(q.dtype).tiny) * n  # local columns = samples
+    return (q * n).t()
+
+
+def koleo_loss(x: Tensor, eps: float = 1e-8) -> Tensor:
+    """KoLeo uniformity regulariser (DINOv2; Sablayrolles et al. 2019): x (B, D) → scalar.
+
+    ``−mean_i log(min_{j≠i} ‖x̂_i − x̂_j‖ + eps)`` on L2-normalised rows x̂, a Kozachenko–Leonenko estimate of
+    the negative differential entropy of the batch on the sphere. It pushes each feature away from its nearest
+    neighbour in the batch, so the backbone's features spread over more directions (against dimensional
+    collapse). Per rank (no all-gather); float32; B ≥ 2.
+    """
+    if x.ndim != 2 or x.shape[0] < 2:
+        raise WearspecError(f"koleo_loss: expected (B ≥ 2, D) features, got {tuple(x.shape)}")
+    with torch.autocast(x.device.type, enabled=False):
+        z = F.normalize(x.float(), dim=-1, eps=eps)
+        with torch.no_grad():
+            sim = z @ z.t()
+            sim.fill_diagonal_(-2.0)
+            nearest = sim.argmax(dim=1)  # the closest other row (largest cosine)
+        dist_nn = (z - z[nearest]).norm(dim=-1)
+        return -torch.log(dist_nn + eps).mean()
 
 
 class _CenteredLoss(nn.Module):
@@ -81,7 +139,8 @@ class _CenteredLoss(nn.Module):
 
 
 class DINOLoss(_CenteredLoss):
-    """DINO view-level loss: ``DINOLoss(out_dim, n_global=2, student_temp=0.1, center_momentum=0.9)``.
+    """DINO view-level loss: ``DINOLoss(out_dim, n_global=2, student_temp=0.1, center_momentum=0.9,
+    centering="ema")``.
 
     ``forward(student_out, teacher_out, teacher_temp) -> scalar``:
 
@@ -93,7 +152,18 @@ class DINOLoss(_CenteredLoss):
       (n_global·V − n_global pairs), computed in float32 (autocast is switched off inside).
 
     ``update_center(teacher_out)``: center ← m·center + (1 − m)·mean of all teacher rows of the global batch.
+
+    ``centering="sinkhorn"``: the teacher targets are :func:`sinkhorn_knopp` of all teacher views together
+    (equipartition over the prototypes, DINOv2) instead of ``softmax((t − center)/teacher_temp)``; the center
+    is still updated (it feeds the collapse monitor) but not used by the loss.
     """
+
+    def __init__(self, out_dim: int, n_global: int = 2, student_temp: float = 0.1, center_momentum: float = 0.9,
+                 centering: str = "ema", sinkhorn_iters: int = 3):
+        super().__init__(out_dim, n_global, student_temp, center_momentum)
+        if centering not in ("ema", "sinkhorn"):
+            raise WearspecError(f"DINOLoss: centering must be 'ema' or 'sinkhorn', got {centering!r}")
+        self.centering, self.sinkhorn_iters = centering, int(sinkhorn_iters)
 
     def forward(self, student_out: Sequence[Tensor], teacher_out: Sequence[Tensor], teacher_temp: float) -> Tensor:
         self._check_views(len(student_out), len(teacher_out))
@@ -101,7 +171,12 @@ class DINOLoss(_CenteredLoss):
             return self._forward(student_out, teacher_out, teacher_temp)
 
     def _forward(self, student_out: Sequence[Tensor], teacher_out: Sequence[Tensor], teacher_temp: float) -> Tensor:
-        t = self._teacher_probs(torch.stack(list(teacher_out)), teacher_temp)            # (T, B, K)
+        if self.centering == "sinkhorn":
+            stacked = torch.stack(list(teacher_out))                                    # (T, B, K)
+            t = sinkhorn_knopp(stacked.reshape(-1, stacked.shape[-1]), teacher_temp,
+                               self.sinkhorn_iters).view(stacked.shape)
+        else:
+            t = self._teacher_probs(torch.stack(list(teacher_out)), teacher_temp)        # (T, B, K)
         s = F.log_softmax(torch.stack(list(student_out)).float() / self.student_temp, dim=-1)  # (V, B, K)
         if t.shape[1:] != s.shape[1:] or t.shape[-1] != self.out_dim:
             raise WearspecError(f"DINOLoss: teacher views {tuple(t.shape[1:])} and student views {tuple(s.shape[1:])} "

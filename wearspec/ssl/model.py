@@ -27,10 +27,11 @@ class SSLNet(nn.Module):
         self.encoder, self.head, self.dense_head = encoder, head, dense_head
 
     def forward(self, views: list[torch.Tensor]) -> dict[str, list[torch.Tensor]]:
-        """views: list of (B, C, F_v, N_v). Returns per view: ``cls`` (B, K) head logits, ``tokens``
-        (B, L_v, Dt) backbone token features and ``dense`` (B, L_v, K) dense-head logits (if any).
+        """views: list of (B, C, F_v, N_v). Returns per view: ``cls`` (B, K) head logits, ``pooled`` (B, D)
+        backbone features, ``tokens`` (B, L_v, Dt) backbone token features and ``dense`` (B, L_v, K)
+        dense-head logits (if any).
         Consecutive views of the same size go through the backbone as one batch."""
-        out: dict[str, list[torch.Tensor]] = {"cls": [], "tokens": [], "dense": []}
+        out: dict[str, list[torch.Tensor]] = {"cls": [], "pooled": [], "tokens": [], "dense": []}
         i = 0
         while i < len(views):
             j = i + 1
@@ -43,6 +44,7 @@ class SSLNet(nn.Module):
             for k in range(j - i):
                 sl = slice(k * b, (k + 1) * b)
                 out["cls"].append(cls[sl])
+                out["pooled"].append(feats.pooled[sl])
                 out["tokens"].append(feats.tokens[sl])
                 if dense is not None:
                     out["dense"].append(dense[sl])

@@ -30,7 +30,7 @@ from wearspec.errors import WearspecError
 from wearspec.models.backbones import BackboneConfig, build_backbone
 from wearspec.models.encoder import SpectrogramEncoder, encoder_meta
 from wearspec.ssl.heads import DINOHead, cancel_last_layer_gradients
-from wearspec.ssl.losses import DINOLoss, RegionLoss, esvit_loss
+from wearspec.ssl.losses import DINOLoss, RegionLoss, esvit_loss, koleo_loss
 from wearspec.ssl.model import SSLNet, ViewMaker
 from wearspec.ssl.monitor import CollapseMonitor, collapse_stats
 from wearspec.ssl.multicrop import MultiCrop, MultiCropConfig
@@ -62,6 +62,9 @@ class LossConfig:
     warmup_teacher_temp: float = 0.04
     warmup_teacher_temp_epochs: int = 0
     center_momentum: float = 0.9
+    centering: str = "ema"  # ema (DINO center) | sinkhorn (equipartition per batch, DINOv2): see DINOLoss
+    sinkhorn_iters: int = 3
+    koleo_weight: float = 0.0  # KoLeo uniformity of the student's pooled features (DINOv2: 0.1); 0 = off
     view_weight: float = 0.5
     region_weight: float = 0.5
 
@@ -113,6 +116,14 @@ class PretrainConfig:
             raise WearspecError(f"runtime.amp: expected none, bf16 or fp16, got {self.runtime.amp!r}")
         if self.optim.epochs < 1 or self.optim.batch_size < 1:
             raise WearspecError("optim.epochs and optim.batch_size: expected ≥ 1")
+        if self.loss.centering not in ("ema", "sinkhorn"):
+            raise WearspecError(f"loss.centering: expected ema or sinkhorn, got {self.loss.centering!r}")
+        if self.loss.sinkhorn_iters < 1:
+            raise WearspecError(f"loss.sinkhorn_iters: expected ≥ 1, got {self.loss.sinkhorn_iters}")
+        if not self.loss.koleo_weight >= 0:
+            raise WearspecError(f"loss.koleo_weight: expected ≥ 0, got {self.loss.koleo_weight}")
+        if self.loss.koleo_weight > 0 and self.optim.batch_size < 2:
+            raise WearspecError("loss.koleo_weight > 0 needs optim.batch_size ≥ 2 (nearest neighbours in the batch)")
 
 
 def _net(cfg: PretrainConfig, frontend, in_chans: int, input_size, drop_path: float) -> SSLNet:
@@ -183,7 +194,8 @@ def run_pretrain(cfg: PretrainConfig) -> dict:
     views = ViewMaker(frontend, build_sensor_augment(cfg.augment, channels=store.channels),
                       multicrop, build_spec_augment(cfg.augment), cfg.crops.n_global)
     gen = make_generator(cfg.runtime.seed * 1000 + dist.rank, dev)
-    view_loss = DINOLoss(cfg.head.out_dim, cfg.crops.n_global, cfg.loss.student_temp, cfg.loss.center_momentum).to(dev)
+    view_loss = DINOLoss(cfg.head.out_dim, cfg.crops.n_global, cfg.loss.student_temp, cfg.loss.center_momentum,
+                         cfg.loss.centering, cfg.loss.sinkhorn_iters).to(dev)
     region_loss = (RegionLoss(cfg.head.out_dim, cfg.crops.n_global, cfg.loss.student_temp,
                               cfg.loss.center_momentum).to(dev) if cfg.head.region else None)
 
@@ -288,6 +300,10 @@ def run_pretrain(cfg: PretrainConfig) -> dict:
                           if region_loss is not None else None)
                 loss = (esvit_loss(loss_v, loss_r, cfg.loss.view_weight, cfg.loss.region_weight)
                         if loss_r is not None else loss_v)
+                loss_k = (torch.stack([koleo_loss(p) for p in s["pooled"][: cfg.crops.n_global]]).mean()
+                          if cfg.loss.koleo_weight > 0 else None)
+                if loss_k is not None:
+                    loss = loss + cfg.loss.koleo_weight * loss_k
             bad = du.all_reduce_max(torch.tensor([0.0 if torch.isfinite(loss) else 1.0], device=dev))
             if bad.item() > 0:
                 raise WearspecError(f"pretrain: non-finite loss at step {step} (epoch {epoch}); nothing was saved "
@@ -319,7 +335,8 @@ def run_pretrain(cfg: PretrainConfig) -> dict:
             if dist.is_main and (step % cfg.runtime.log_every == 0 or step == stop_at):
                 rate = seen / (time.perf_counter() - t0)
                 log.log(step, epoch=epoch, loss=loss.item(), loss_view=loss_v.item(),
-                        loss_region=loss_r.item() if loss_r is not None else None, lr=float(lr_s[step - 1]),
+                        loss_region=loss_r.item() if loss_r is not None else None,
+                        loss_koleo=loss_k.item() if loss_k is not None else None, lr=float(lr_s[step - 1]),
                         wd=float(wd_s[step - 1]), momentum=float(mom_s[step - 1]),
                         teacher_temp=float(temp_s[step - 1]), grad_norm=float(grad_norm),
                         windows_per_s=round(rate, 1), **stats)
