@@ -57,9 +57,7 @@ from pathlib import Path  # noqa: E402
 
 import argparse  # noqa: E402
 import copy  # noqa: E402
-import json  # noqa: E402
 import shutil  # noqa: E402
-import time  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 if not _IMPORTED_AS_SSL:  # as the stand-in for the standard library's ssl, define functions only
@@ -72,50 +70,24 @@ if not _IMPORTED_AS_SSL:  # as the stand-in for the standard library's ssl, defi
     import torch
     import torch.nn.functional as F
 
-    from wearspec.config import PrepareConfig, from_dict, load_config, to_dict
+    from benchmarks._common import (REFERENCE_BUDGET_MIN, Timer, add_data_args, make_store, pretrain, pretrain_config,
+                                    save_results, subject_split)
+    from wearspec.config import from_dict, load_config, to_dict
     from wearspec.data.augment import AugmentConfig, build_sensor_augment, build_spec_augment, make_generator
     from wearspec.data.frontend import build_frontend
-    from wearspec.data.prepare import prepare
     from wearspec.data.store import StoreWriter, WindowStore
     from wearspec.evaluate.metrics import classification_report, format_mean_sd, macro_f1
     from wearspec.evaluate.probe import ProbeConfig, SplitConfig, run_probe
     from wearspec.models.backbones import BackboneConfig, build_backbone
     from wearspec.models.encoder import SpectrogramEncoder
-    from wearspec.ssl.pretrain import PretrainConfig, run_pretrain
+    from wearspec.ssl.pretrain import PretrainConfig
     from wearspec.ssl.schedules import cosine_schedule, param_groups
 
-REFERENCE_BUDGET_MIN = 10.0  # the configs' epochs are sized for this many minutes on the 2-core VM
-CONFIGS = {"vit": ROOT / "configs" / "pretrain_vit_tiny.yaml", "swin": ROOT / "configs" / "pretrain_swin_tiny.yaml"}
 PROBE_CONFIG = ROOT / "configs" / "probe.yaml"
 PROBE_ARCH = {"vit": ["n_last=4"], "swin": ["n_last=2"]}  # ViT: CLS of the last 4 blocks; Swin: both stages
-N_TEST, N_VAL, N_INNER_VAL = 8, 4, 3
 
 
-# -- data and split ---------------------------------------------------------------------------------
-def make_store(folder: Path, unlabelled: int, seed: int) -> WindowStore:
-    cfg = PrepareConfig()
-    cfg.synthetic.unlabelled_subjects, cfg.synthetic.seed = unlabelled, seed
-    store, _ = prepare("synthetic", None, folder, cfg, progress=False)  # reused when already there
-    return store
-
-
-def subject_split(store: WindowStore, seed: int, tune: bool) -> dict[str, list[str]]:
-    """Fixed subject-wise split of the labelled subjects (8 test, 4 validation, 12 training).
-
-    ``tune``: the test subjects are dropped. The probes run 4-fold cross-validation over the 16 other
-    subjects (a store holding only them; validation subjects drawn from each fold's training subjects), so
-    that every setting is scored on 16 subjects instead of 4; the supervised model trains on 9 training
-    subjects, selects on the other 3 and is scored on the 4 validation subjects."""
-    labelled = sorted({store.subject_names[s] for s in np.unique(store.subjects[store.labels >= 0])})
-    order = [str(s) for s in np.random.default_rng(seed).permutation(labelled)]
-    test, val, train = sorted(order[:N_TEST]), sorted(order[N_TEST:N_TEST + N_VAL]), order[N_TEST + N_VAL:]
-    split = {"train": sorted(train), "val": val, "test": test, "pretrain_excluded": sorted(test + val)}
-    if tune:
-        split.update(train=sorted(train[N_INNER_VAL:]), val=sorted(train[:N_INNER_VAL]), test=val,
-                     probe_subjects=sorted(train + val), probe_kfold=4)
-    return split
-
-
+# -- data and split (the split itself: benchmarks/_common.py) -------------------------------------
 def labelled_subset(store: WindowStore, subjects: list[str], folder: Path) -> Path:
     """A store with only the labelled windows of ``subjects``: for the probe in tuning mode, which trains on
     every labelled subject that is neither a test nor a validation subject (the test subjects must not be
@@ -140,57 +112,6 @@ def windows_of(store: WindowStore, subjects: list[str], labelled: bool = True) -
     codes = [store.subject_names.index(s) for s in subjects]
     keep = np.isin(store.subjects, codes) & ((store.labels >= 0) if labelled else True)
     return np.flatnonzero(keep)
-
-
-class Timer:
-    """Wall-clock and process CPU seconds of a block."""
-
-    def __enter__(self):
-        self.w0, self.c0 = time.perf_counter(), time.process_time()
-        return self
-
-    def __exit__(self, *exc):
-        self.wall, self.cpu = time.perf_counter() - self.w0, time.process_time() - self.c0
-
-
-# -- (a) pretraining ----------------------------------------------------------------------------------
-def pretrain_config(arch: str, store: Path, run_dir: Path, split: dict, budget_min: float,
-                    overrides: list[str]) -> PretrainConfig:
-    cfg = load_config(PretrainConfig, CONFIGS[arch], overrides)
-    cfg.store, cfg.output, cfg.exclude_subjects = str(store), str(run_dir), list(split["pretrain_excluded"])
-    cfg.optim.epochs = max(1, int(round(cfg.optim.epochs * budget_min / REFERENCE_BUDGET_MIN)))
-    cfg.optim.warmup_epochs = min(cfg.optim.warmup_epochs, cfg.optim.epochs)
-    cfg.runtime.device = "cpu"
-    return cfg
-
-
-def pretrain(cfg: PretrainConfig, reuse: bool) -> dict:
-    run_dir = Path(cfg.output)
-    timing_file = run_dir / "benchmark_timing.json"
-    if reuse and timing_file.is_file() and (run_dir / "teacher_encoder.safetensors").is_file():
-        saved = json.loads(timing_file.read_text())
-        if saved.get("config") == to_dict(cfg):
-            print(f"pretrain: reusing the finished run in {run_dir} (timed {saved['wall_s']:.0f} s when it ran)")
-            return saved
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    with Timer() as t:
-        summary = run_pretrain(cfg)
-    steps = summary["steps"]
-    result = {"wall_s": t.wall, "cpu_s": t.cpu, "steps": steps, "epochs": cfg.optim.epochs,
-              "windows_per_s": steps * cfg.optim.batch_size / t.wall, "config": to_dict(cfg)}
-    result.update(_last_health(run_dir))
-    timing_file.write_text(json.dumps(result, indent=2) + "\n")
-    return result
-
-
-def _last_health(run_dir: Path) -> dict:
-    """Final loss and collapse statistics of the run (from metrics.jsonl)."""
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
-    if not rows:
-        return {}
-    last = rows[-1]
-    return {k: last[k] for k in ("loss", "entropy_norm", "mean_entropy_norm", "top_fraction") if k in last}
 
 
 # -- (a), (b) probes ----------------------------------------------------------------------------------
@@ -340,11 +261,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--budget-min", type=float, default=REFERENCE_BUDGET_MIN,
                     help="pretraining budget per backbone in minutes of the 2-core VM (scales the configs' epochs)")
     ap.add_argument("--backbones", default="vit,swin", help="comma-separated: vit, swin")
-    ap.add_argument("--out", type=Path, default=Path("/tmp/wearspec-bench-ssl"), help="work folder (store, runs)")
-    ap.add_argument("--json", type=Path, default=None, help="also write the results here")
-    ap.add_argument("--unlabelled", type=int, default=24, help="unlabelled subjects in the pretraining pool")
-    ap.add_argument("--seed", type=int, default=0, help="data generator seed")
-    ap.add_argument("--split-seed", type=int, default=0, help="seed of the subject split")
+    add_data_args(ap, "/tmp/wearspec-bench-ssl")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch CPU threads (1: on a shared 2-core VM two threads are several times slower)")
     ap.add_argument("--tune", action="store_true",
@@ -418,10 +335,7 @@ def main(argv: list[str] | None = None) -> dict:
         print("\n" + verdict(complete))
     out = {"mode": mode, "args": {k: str(v) for k, v in vars(args).items()}, "split": split,
            "torch_threads": torch.get_num_threads(), "results": results}
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(out, indent=2, default=str) + "\n")
-    return out
+    return save_results(args.json, out)
 
 
 if __name__ == "__main__":
