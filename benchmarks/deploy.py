@@ -6,8 +6,8 @@ Models: the CPU-sized classifiers of the synthetic default data (6 channels × 2
 spectrograms, 7 classes): the CNN teacher (``configs/finetune_deseptr.yaml``: ResNet-18, width 16, small
 stem), the DeSepTr SepTr student on the teacher's frozen stem (same config), a ViT student (``vit_tiny_cpu``,
 4 × 4 patches, distillation token) and a Swin student (``swin_tiny_cpu``). ``vit_stem`` (not run by default)
-is the ViT student that ``configs/finetune_vit_ssl.yaml`` builds: it inherits ``teacher_stem: true`` from the
-recipe's default student, so it sees one token per spectrogram bin (546 tokens instead of 42). Weights are
+is the same ViT student with ``teacher_stem: true`` (the DeSepTr option: the teacher's stem + first stage as
+the patch embedding), so it sees one token per spectrogram bin (546 tokens instead of 42). Weights are
 random (seeded), not trained: latency does not depend on the weight values (INT8 accuracy is not the point
 here). The front end is fitted (normalisation statistics) on the store's windows, as ``wearspec finetune`` does.
 
@@ -84,7 +84,7 @@ from wearspec.models.students import StudentConfig, build_student
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("cnn", "septr", "vit", "swin")
-EXTRA_MODELS = ("vit_stem",)  # not run by default: the ViT student of configs/finetune_vit_ssl.yaml
+EXTRA_MODELS = ("vit_stem",)  # not run by default: the ViT student on the teacher's stem
 BATCHES = (1, 32)
 CPU_METHODS = ("eager", "ort_fp32", "ort_int8")
 
@@ -137,8 +137,8 @@ def make_classifier(name: str, store: WindowStore, seed: int = 0) -> tuple[Class
             cfg = deseptr.student.model
         elif name == "vit":  # vit_tiny_cpu on 4 × 4 patches (StudentConfig's default: no teacher stem)
             cfg = StudentConfig(arch="vit", backbone=BackboneConfig(name="vit_tiny_cpu"), distillation=True)
-        elif name == "vit_stem":  # what configs/finetune_vit_ssl.yaml builds: teacher_stem is inherited
-            cfg = load_config(FinetuneConfig, ROOT / "configs/finetune_vit_ssl.yaml").student.model
+        elif name == "vit_stem":  # the ViT of configs/finetune_vit_ssl.yaml with the DeSepTr teacher stem
+            cfg = load_config(FinetuneConfig, ROOT / "configs/finetune_vit_ssl.yaml", ["student.model.teacher_stem=true"]).student.model
         else:
             cfg = StudentConfig(arch="swin", backbone=BackboneConfig(name="swin_tiny_cpu"), distillation=True)
         cfg.validate()
@@ -400,7 +400,7 @@ def jetson_caption() -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--models", default=",".join(MODELS), help="comma list of cnn,septr,vit,swin (and vit_stem: the "
-                   "teacher-stem ViT that configs/finetune_vit_ssl.yaml builds)")
+                   "ViT student on the teacher's stem)")
     p.add_argument("--iterations", type=int, default=300, help="timed calls per method and batch size")
     p.add_argument("--rounds", type=int, default=6, help="interleaved rounds the iterations are split into")
     p.add_argument("--warmup", type=int, default=5, help="untimed calls per method and round")
