@@ -193,3 +193,9 @@ def test_region_matching_is_consistent_for_position_coding_tokens():
     assert res["rate"] == 1.0 and res["chance"] < 0.5
     relative = SimpleNamespace(frontend=lambda x: x, backbone=_PositionBackbone(relative=True))
     assert match_crops(relative, spec)["rate"] == 0.0  # token j of B ↔ token j of A: off by the shift
+
+
+def test_demo_config_for_own_store_loads(capsys):
+    assert main(["demo", "--config", "configs/demo_own_store.yaml", "store=data/mine", "--print-config"]) == 0
+    text = capsys.readouterr().out
+    assert "store: data/mine" in text and "epochs: 30" in text

@@ -54,13 +54,16 @@ STEPS = ("data", "pretrain", "probe", "finetune", "export", "stream", "engine", 
 
 
 def _demo_pretrain() -> PretrainConfig:
+    """configs/pretrain_vit_tiny.yaml's recipe (see its notes) at the demo's budget, with the EsViT region loss."""
     return from_dict(PretrainConfig, {
         "backbone": {"name": "vit_tiny_cpu", "drop_path_rate": 0.1},
-        "head": {"out_dim": 1024, "hidden_dim": 512, "bottleneck_dim": 128, "region": True},
-        "optim": {"epochs": 3, "batch_size": 32, "lr": 2e-3, "warmup_epochs": 1, "weight_decay": 0.04,
+        "head": {"out_dim": 256, "hidden_dim": 512, "bottleneck_dim": 128, "region": True},
+        "loss": {"teacher_temp": 0.06, "warmup_teacher_temp": 0.06},
+        "optim": {"epochs": 6, "batch_size": 32, "lr": 2e-3, "warmup_epochs": 1, "weight_decay": 0.04,
                   "weight_decay_end": 0.1, "momentum_teacher": 0.99},
-        "crops": {"n_global": 2, "n_local": 4},
-        "augment": {"rotation_max_deg": 30.0, "time_warp_p": 0.0},
+        "crops": {"n_global": 2, "n_local": 2},
+        "augment": {"rotation_max_deg": 180.0, "time_warp_p": 0.0, "time_roll_p": 0.0, "time_mask_p": 0.0,
+                    "freq_mask_p": 0.0},
         "runtime": {"log_every": 10, "ckpt_every": 100},
     })
 
@@ -68,11 +71,11 @@ def _demo_pretrain() -> PretrainConfig:
 def _demo_finetune() -> FinetuneConfig:
     return from_dict(FinetuneConfig, {
         "augment": {"rotation_max_deg": 30.0, "cutmix_p": 0.5},
-        "teacher": {"cnn": {"width": 16, "small_stem": True}, "epochs": 6, "batch_size": 32, "lr": 1e-3,
-                    "warmup_epochs": 1, "label_smoothing": 0.1, "class_weights": "balanced", "patience": 3},
+        "teacher": {"cnn": {"width": 16, "small_stem": True}, "epochs": 10, "batch_size": 32, "lr": 1e-3,
+                    "warmup_epochs": 1, "label_smoothing": 0.1, "class_weights": "balanced", "patience": 4},
         "student": {"model": {"arch": "vit", "teacher_stem": False, "distillation": True, "head_fusion": "mean"},
-                    "layer_decay": 0.75, "freeze_backbone_epochs": 1, "epochs": 6, "batch_size": 32,
-                    "lr": 5e-4, "warmup_epochs": 1, "patience": 3, "distill": {"kind": "hard", "alpha": 0.5}},
+                    "layer_decay": 0.75, "freeze_backbone_epochs": 1, "epochs": 12, "batch_size": 32,
+                    "lr": 5e-4, "warmup_epochs": 1, "patience": 4, "distill": {"kind": "hard", "alpha": 0.5}},
         "runtime": {"log_every": 20},
     })
 

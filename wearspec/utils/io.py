@@ -18,12 +18,22 @@ from typing import Any, Iterator
 import numpy as np
 
 
+def _read_umask() -> int:
+    mask = os.umask(0o022)  # os.umask only reads by setting; done once, at import
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike, *, is_dir: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; on success rename it onto ``target``.
 
     For a folder, an existing ``target`` is replaced only after the new one is complete. On any
-    exception the temporary path is removed and the exception propagates.
+    exception the temporary path is removed and the exception propagates. The result gets the permissions
+    a plain ``open``/``mkdir`` would give (0o666 / 0o777 less the umask), not ``mkstemp``'s private 0o600.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -36,6 +46,8 @@ def atomic_path(target: str | os.PathLike, *, is_dir: bool = False) -> Iterator[
         tmp = Path(name)
     try:
         yield tmp
+        if tmp.exists():
+            os.chmod(tmp, (0o777 if is_dir else 0o666) & ~_UMASK)
         if is_dir:
             if target.exists():
                 old = target.with_name(f".{target.name}.old-{os.getpid()}")
