@@ -8,10 +8,11 @@ The issue's benchmark, on the embedded synthetic data, subject-wise, every model
   initialised from EsViT/DINO checkpoints + hard distillation (``configs/finetune_vit_ssl.yaml``: layer-wise
   LR decay 0.75, heads only in the first epoch), and the same two students from scratch + distillation
   (what the SSL initialisation adds). One teacher serves every distilled student.
-* **label-fraction curve**: ViT from scratch vs ViT SSL-initialised, *without* distillation (a teacher trained
-  on all labels would leak them into the small-fraction runs), at ``--fractions`` of the training subjects'
-  labelled windows (``label_fraction``: stratified by class, seeded), several seeds (label subset, weights,
-  augmentation) for the fractions up to ``--multi-seed-max`` (10 %).
+* **label-fraction curve**: from scratch vs SSL-initialised, for each of ``--curve-backbones`` (ViT by
+  default; ``vit,swin`` for both), *without* distillation (a teacher trained on all labels would leak them
+  into the small-fraction runs), at ``--fractions`` of the training subjects' labelled windows
+  (``label_fraction``: stratified by class, seeded), several seeds (label subset, weights, augmentation) for
+  the fractions up to ``--multi-seed-max`` (10 %).
 
 Budget: every run of the main table trains ``--epochs`` epochs of batch ``--batch`` (the same number of
 optimiser steps) with no early stopping; the epoch with the best validation-subject macro-F1 is evaluated
@@ -27,7 +28,8 @@ of the main table see the same spectrograms: the SSL checkpoint's front end (STF
 label-free on the pretraining pool), handed on by the teacher.
 
     python benchmarks/finetune.py [--epochs 15] [--jobs 2] [--pretrain-vit DIR] [--pretrain-swin DIR]
-                                  [--fractions 0.05,0.1,0.25,1] [--seeds 0,1,2] [--out DIR] [--json PATH] [--reuse]
+                                  [--fractions 0.05,0.1,0.25,1] [--seeds 0,1,2] [--curve-backbones vit,swin]
+                                  [--out DIR] [--json PATH] [--reuse]
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ from wearspec.utils.checkpoint import latest_checkpoint, load_checkpoint  # noqa
 
 DESEPTR = ROOT / "configs" / "finetune_deseptr.yaml"
 VIT_SSL = ROOT / "configs" / "finetune_vit_ssl.yaml"
+ARCH_NAMES = {"vit": "ViT", "swin": "Swin"}  # the students that can start from an SSL checkpoint
 MAIN = [  # name, label, init, distillation
     ("teacher", "CNN teacher (ResNet-18 w16)", "–", "–"),
     ("vit", "ViT from scratch", "random", "none"),
@@ -117,23 +120,31 @@ def main_configs(base: FinetuneConfig, out: Path, pre: dict[str, str], teachers:
     return runs
 
 
-def curve_configs(base: FinetuneConfig, out: Path, vit_pre: str, fractions: list[float], seeds: list[int],
-                  min_steps: int, multi_seed_max: float, labels: np.ndarray, train_idx: np.ndarray) -> dict:
-    """Label-fraction runs: (init, fraction, seed) → FinetuneConfig; no teacher, no distillation; every seed
-    for the fractions ≤ ``multi_seed_max``, the first for the others."""
+def curve_configs(base: FinetuneConfig, out: Path, pre: dict[str, str], archs: list[str], fractions: list[float],
+                  seeds: list[int], min_steps: int, multi_seed_max: float, labels: np.ndarray,
+                  train_idx: np.ndarray) -> dict:
+    """Label-fraction runs: (arch, init, fraction, seed) → FinetuneConfig, for each backbone of ``archs``
+    (initialised from ``pre[arch]`` or from scratch); no teacher, no distillation; every seed for the
+    fractions ≤ ``multi_seed_max``, the first for the others."""
     runs = {}
     for f in sorted(fractions, key=lambda f: abs(math.log(f / 0.1))):  # priority: 10 % (the target) first
         n = len(label_subset(labels, train_idx, f, 0))
         per_epoch = max(1, n // base.student.batch_size)
         epochs = max(base.student.epochs, math.ceil(min_steps / per_epoch))
         for seed in (seeds if f <= multi_seed_max else seeds[:1]):
-            for init in ("scratch", "ssl"):
-                cfg = student_variant(base, "vit", vit_pre if init == "ssl" else "", False)
-                cfg.stages, cfg.label_fraction, cfg.student.epochs = ["student"], f, epochs
-                cfg.split.seed, cfg.runtime.seed = seed, seed  # the label subset; weights and augmentation
-                cfg.output = str(out / f"{init}_f{f:g}_s{seed}")
-                runs[(init, f, seed)] = cfg
+            for arch in archs:
+                for init in ("scratch", "ssl"):
+                    cfg = student_variant(base, arch, pre[arch] if init == "ssl" else "", False)
+                    cfg.stages, cfg.label_fraction, cfg.student.epochs = ["student"], f, epochs
+                    cfg.split.seed, cfg.runtime.seed = seed, seed  # the label subset; weights and augmentation
+                    cfg.output = str(out / f"{arch}_{init}_f{f:g}_s{seed}")
+                    runs[(arch, init, f, seed)] = cfg
     return runs
+
+
+def curve_name(key: tuple) -> str:
+    """The job name of a curve run: ``curve:ARCH:INIT:FRACTION:SEED``."""
+    return "curve:{}:{}:{:g}:{}".format(*key)
 
 
 # -- running them (in worker processes, one torch thread each) ---------------------------------------
@@ -226,12 +237,13 @@ def main_table(res: dict) -> str:
     return "\n".join(lines)
 
 
-def curve_rows(curve: dict) -> list[dict]:
+def curve_rows(curve: dict, archs: list[str]) -> list[dict]:
+    """One row per (backbone, fraction): scratch and SSL-initialised macro-F1 over seeds, and their difference."""
     rows = []
-    for f in sorted({k[1] for k in curve}):
-        row = {"fraction": f}
+    for arch, f in sorted({k[::2] for k in curve}, key=lambda af: (archs.index(af[0]), af[1])):
+        row = {"arch": arch, "fraction": f}
         for init in ("scratch", "ssl"):
-            runs = [curve[k] for k in sorted(curve) if k[0] == init and k[1] == f]
+            runs = [curve[k] for k in sorted(curve) if k[:3] == (arch, init, f)]
             row[init] = {"macro_f1": mean_sd([r["macro_f1"] for r in runs]), "per_seed": [r["macro_f1"] for r in runs],
                          "subject_mean": mean_sd([r["subject_macro_f1"]["mean"] for r in runs]),
                          "kappa": mean_sd([r["kappa"] for r in runs])}
@@ -243,16 +255,17 @@ def curve_rows(curve: dict) -> list[dict]:
 
 
 def curve_table(rows: list[dict]) -> str:
-    lines = ["| labels | windows | epochs × steps | seeds | ViT scratch macro-F1 | ViT SSL-init macro-F1 | SSL − scratch "
-             "| scratch per-seed | SSL per-seed |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| backbone | labels | windows | epochs × steps | seeds | scratch macro-F1 | SSL-init macro-F1 "
+             "| SSL − scratch | scratch per-seed | SSL per-seed |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         def seeds(init):
             return ", ".join(f"{v:.3f}" for v in r[init]["per_seed"])
 
         msd = {i: format_mean_sd(r[i]["macro_f1"]) if r["seeds"] > 1 else f"{r[i]['macro_f1']['mean']:.3f}"
                for i in ("scratch", "ssl")}
-        lines.append(f"| {r['fraction']:.0%} | {r['windows']} | {r['epochs']} × {r['steps']} | {r['seeds']} "
-                     f"| {msd['scratch']} | {msd['ssl']} | {r['delta']:+.3f} | {seeds('scratch')} | {seeds('ssl')} |")
+        lines.append(f"| {ARCH_NAMES[r['arch']]} | {r['fraction']:.0%} | {r['windows']} "
+                     f"| {r['epochs']} × {r['steps']} | {r['seeds']} | {msd['scratch']} | {msd['ssl']} "
+                     f"| {r['delta']:+.3f} | {seeds('scratch')} | {seeds('ssl')} |")
     return "\n".join(lines)
 
 
@@ -265,8 +278,8 @@ def verdict(res: dict, rows: list[dict]) -> list[str]:
     for r in rows:
         if math.isclose(r["fraction"], 0.1):
             a, b = r["ssl"]["macro_f1"]["mean"], r["scratch"]["macro_f1"]["mean"]
-            out.append(f"SSL-initialised {a:.3f} > scratch {b:.3f} at 10 % labels (mean of {r['seeds']} seeds): "
-                       f"{'met' if a > b else 'not met'}")
+            out.append(f"{ARCH_NAMES[r['arch']]} SSL-initialised {a:.3f} > scratch {b:.3f} at 10 % labels "
+                       f"(mean of {r['seeds']} seeds): {'met' if a > b else 'not met'}")
     return out
 
 
@@ -278,6 +291,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seeds", default="0,1,2", help="seeds of the curve's small fractions (the others: the first)")
     ap.add_argument("--multi-seed-max", type=float, default=0.1, help="fractions up to this one run every seed")
     ap.add_argument("--min-steps", type=int, default=120, help="curve runs train at least this many steps")
+    ap.add_argument("--curve-backbones", default="vit",
+                    help="comma-separated backbones of the label-fraction curve, scratch vs SSL-initialised each "
+                         "(vit, swin; a Swin curve costs about as much as the ViT one)")
     ap.add_argument("--pretrain-vit", type=Path, default=None, help="a finished ViT pretraining run to reuse")
     ap.add_argument("--pretrain-swin", type=Path, default=None, help="a finished Swin pretraining run to reuse")
     ap.add_argument("--budget-min", type=float, default=10.0,
@@ -291,6 +307,10 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads)
     fractions = [float(f) for f in args.fractions.split(",") if f.strip()]
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    curve_archs = [a.strip() for a in args.curve_backbones.split(",") if a.strip()]
+    if not curve_archs or set(curve_archs) - set(ARCH_NAMES):
+        ap.error(f"--curve-backbones: expected a comma-separated subset of {', '.join(ARCH_NAMES)}, "
+                 f"got {args.curve_backbones!r}")
 
     with Timer() as t_data:
         store = make_store(args.out / "store", args.unlabelled, args.seed)
@@ -340,20 +360,20 @@ def main(argv: list[str] | None = None) -> dict:
     jobs = {k: ("finetune", to_dict(runs[k])) for k in dict.fromkeys(order) if k in runs}
     train_idx = np.flatnonzero(np.isin(store.subjects, [store.subject_names.index(s) for s in split["train"]])
                                & (store.labels >= 0))
-    curve = curve_configs(base, ft / "curve", pre["vit"], fractions, seeds, args.min_steps, args.multi_seed_max,
-                          store.labels, train_idx)
+    curve = curve_configs(base, ft / "curve", pre, curve_archs, fractions, seeds, args.min_steps,
+                          args.multi_seed_max, store.labels, train_idx)
     for key, cfg in curve.items():
-        jobs["curve:{}:{:g}:{}".format(*key)] = ("finetune", to_dict(cfg))
+        jobs[curve_name(key)] = ("finetune", to_dict(cfg))
     print(f"{len(jobs)} fine-tuning runs on {args.jobs} process(es), {args.threads} thread(s) each", flush=True)
     run_all(jobs, deps, args.jobs, args.threads, args.reuse, done)
 
     res = {k: done[k] for k in runs}
-    curve_res = {key: done["curve:{}:{:g}:{}".format(*key)] for key in curve}
-    rows = curve_rows(curve_res) if curve_res else []
+    curve_res = {key: done[curve_name(key)] for key in curve}
+    rows = curve_rows(curve_res, curve_archs) if curve_res else []
     print(f"\nTest subjects {', '.join(split['test'])}; pooled metrics and per-subject macro-F1 mean ± SD.\n")
     print(main_table(res))
     if rows:
-        print("\nLabel-fraction curve (ViT, no distillation; macro-F1 mean ± SD over seeds):\n")
+        print("\nLabel-fraction curve (no distillation; macro-F1 mean ± SD over seeds):\n")
         print(curve_table(rows))
     for k in ("pretrain_vit", "pretrain_swin"):
         p = done[k]
@@ -366,8 +386,8 @@ def main(argv: list[str] | None = None) -> dict:
            "pretrain": {k: {kk: vv for kk, vv in done[k].items() if kk != "config"} for k in ("pretrain_vit",
                                                                                              "pretrain_swin")},
            "main": {k: {kk: vv for kk, vv in v.items() if kk != "config"} for k, v in res.items()},
-           "curve": [dict(r, fraction=r["fraction"]) for r in rows],
-           "curve_runs": {"{}:{:g}:{}".format(*k): {kk: vv for kk, vv in v.items() if kk != "config"}
+           "curve": rows,
+           "curve_runs": {curve_name(k): {kk: vv for kk, vv in v.items() if kk != "config"}
                           for k, v in curve_res.items()},
            "verdict": lines}
     return save_results(args.json, out)
