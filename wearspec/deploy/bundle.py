@@ -34,11 +34,11 @@ import math
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from wearspec.errors import WearspecError
+from wearspec.utils.io import atomic_path
 
 FORMAT = "wearspec-bundle"
 VERSION = 1
@@ -83,9 +83,7 @@ def write_bundle(output: str | os.PathLike, meta: dict[str, Any], files: dict[st
     for name in files:
         if Path(name).name != name or name == BUNDLE_FILE:
             raise WearspecError(f"bundle: file name {name!r} must be a plain name other than {BUNDLE_FILE}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with atomic_path(out, is_dir=True) as tmp:
         for name, content in files.items():
             if isinstance(content, (bytes, bytearray)):
                 (tmp / name).write_bytes(content)
@@ -102,16 +100,6 @@ def write_bundle(output: str | os.PathLike, meta: dict[str, Any], files: dict[st
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

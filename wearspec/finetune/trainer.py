@@ -56,7 +56,7 @@ from wearspec.utils import distributed as du
 from wearspec.utils.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from wearspec.utils.io import atomic_path, write_json, write_text
 from wearspec.utils.logging import RunLogger, read_metrics
-from wearspec.utils.seed import rng_state, set_rng_state
+from wearspec.utils.seed import rng_state, restore_rank_rng
 
 
 @dataclass
@@ -261,11 +261,7 @@ def train_stage(st: Stage, dist: du.DistInfo) -> dict[str, Any]:
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
         sampler.load_state_dict(state["sampler"])
-        ranks = state["rng"]
-        if len(ranks) != dist.world_size:
-            raise WearspecError(f"{newest}: saved by {len(ranks)} rank(s), resumed on {dist.world_size}; "
-                                "resume with the same number of processes")
-        set_rng_state(ranks[dist.rank], gen)
+        restore_rank_rng(state["rng"], dist.rank, dist.world_size, gen, newest)
         step, early = int(state["step"]), dict(state["early_stopping"])
     log = RunLogger(out, is_main=dist.is_main, backend=rt.logger, config=st.config,
                     resume_step=step if newest else 0)

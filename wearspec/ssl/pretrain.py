@@ -39,7 +39,7 @@ from wearspec.utils import distributed as du
 from wearspec.utils.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_weights
 from wearspec.utils.io import write_json, write_text
 from wearspec.utils.logging import RunLogger, read_metrics
-from wearspec.utils.seed import rng_state, seed_everything, set_rng_state
+from wearspec.utils.seed import rng_state, seed_everything, restore_rank_rng
 
 
 @dataclass
@@ -230,11 +230,7 @@ def run_pretrain(cfg: PretrainConfig) -> dict:
         if region_loss is not None:
             region_loss.load_state_dict(state["region_loss"])
         sampler.load_state_dict(state["sampler"])
-        ranks = state["rng"]
-        if len(ranks) != dist.world_size:
-            raise WearspecError(f"{newest}: saved by {len(ranks)} rank(s), resumed on {dist.world_size}; "
-                                "resume with the same number of processes")
-        set_rng_state(ranks[dist.rank], gen)
+        restore_rank_rng(state["rng"], dist.rank, dist.world_size, gen, newest)
         step = int(state["step"])
     log = RunLogger(out, is_main=dist.is_main, backend=cfg.runtime.logger, config=to_dict(cfg),
                     resume_step=step if newest else 0)

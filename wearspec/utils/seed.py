@@ -7,6 +7,8 @@ import random
 import numpy as np
 import torch
 
+from wearspec.errors import WearspecError
+
 
 def seed_everything(seed: int, rank: int = 0) -> None:
     """Seed Python, numpy and torch (CPU and CUDA) with ``seed + rank``."""
@@ -33,3 +35,12 @@ def set_rng_state(state: dict, generator: torch.Generator | None = None) -> None
         torch.cuda.set_rng_state_all(state["cuda"])
     if generator is not None and "generator" in state:
         generator.set_state(state["generator"])
+
+
+def restore_rank_rng(ranks: list, rank: int, world_size: int, generator: torch.Generator | None, source) -> None:
+    """Set this rank's RNG state from a checkpoint's per-rank list; another world size is a one-line error
+    naming ``source`` (the checkpoint file)."""
+    if len(ranks) != world_size:
+        raise WearspecError(f"{source}: saved by {len(ranks)} rank(s), resumed on {world_size}; "
+                            "resume with the same number of processes")
+    set_rng_state(ranks[rank], generator)

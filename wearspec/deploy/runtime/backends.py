@@ -18,7 +18,6 @@ Only the standard library and numpy are imported at module level.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from wearspec.deploy.bundle import sha256_file  # standard library only, like this module
 from wearspec.errors import WearspecError, where
 
 BUNDLE_FILE = "bundle.json"
@@ -78,14 +78,6 @@ class BundleSpec:
                     "export it again with INT8 quantization, or use precision fp32/fp16")
             return self.int8_file, self.int8_sha256
         return self.onnx_file, self.onnx_sha256
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def atomic_write(path: str | os.PathLike, data: bytes | bytearray | memoryview | Any) -> None:
