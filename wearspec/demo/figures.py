@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from wearspec.data.store import WindowStore
-from wearspec.evaluate.plots import _figure, _save
+from wearspec.evaluate.plots import new_figure, save_figure
 from wearspec.models.backbones import SpectrogramBackbone
 from wearspec.models.encoder import SpectrogramEncoder, encoder_from_checkpoint
 
@@ -64,7 +64,7 @@ def attention_figure(encoder: SpectrogramEncoder, windows: np.ndarray, names: li
     spec = encoder.frontend(torch.from_numpy(windows))
     maps = cls_attention(encoder.backbone, spec).numpy()
     img = spec.mean(1).numpy()
-    fig = _figure(2.3 * len(names), 4.2)
+    fig = new_figure(2.3 * len(names), 4.2)
     n_f, n_t = img.shape[1:]
     for j, name in enumerate(names):
         _show(fig.add_subplot(2, len(names), j + 1), img[j], (0, n_t, 0, n_f), name)
@@ -76,7 +76,7 @@ def attention_figure(encoder: SpectrogramEncoder, windows: np.ndarray, names: li
         ax.set_xlim(0, n_t)
         ax.set_ylim(0, n_f)
     fig.suptitle("last-block class-token attention (bottom) over the normalised spectrogram (top)", fontsize=9)
-    _save(fig, path)
+    save_figure(fig, path)
     peak = maps.reshape(len(names), -1).max(1) / maps.reshape(len(names), -1).sum(1)
     return {"png": str(path), "windows": len(names), "grid": list(maps.shape[1:]),
             "peak_share_mean": float(peak.mean())}
@@ -124,7 +124,7 @@ def region_figure(res: dict, res_random: dict, path: Path, n_lines: int = 14) ->
 
     img, s = res["spec"][0], res["shift"]
     n_f, n = img.shape
-    fig = _figure(9.0, 3.4)
+    fig = new_figure(9.0, 3.4)
     ax_a, ax_b = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     _show(ax_a, img[:, : n - s], (0, n - s, 0, n_f), f"crop A: frames 0–{n - s}")
     _show(ax_b, img[:, s:], (s, n, 0, n_f), f"crop B: frames {s}–{n}")
@@ -141,7 +141,7 @@ def region_figure(res: dict, res_random: dict, path: Path, n_lines: int = 14) ->
         ax_a.plot(ca[match[j], 1], ca[match[j], 0], "o", color=color, markersize=3)
     fig.suptitle(f"teacher token matching, B → A: {res['rate']:.2f} consistent (random init {res_random['rate']:.2f}, "
                  f"chance {res['chance']:.2f}); green = within one token of the same position", fontsize=8)
-    _save(fig, path)
+    save_figure(fig, path)
     return {"png": str(path), "shift_frames": s, "overlap_tokens": res["tokens"], "consistent_teacher": res["rate"],
             "consistent_random": res_random["rate"], "chance": res["chance"]}
 
@@ -157,7 +157,7 @@ def embedding_figure(features: dict[str, tuple[np.ndarray, np.ndarray]], label_n
     """``features``: {title: (feats (n, D), labels (n,))} → side-by-side PCA scatter plots."""
     import matplotlib
 
-    fig = _figure(5.0 * len(features), 4.3)
+    fig = new_figure(5.0 * len(features), 4.3)
     cmap = matplotlib.colormaps["tab10"]
     explained = {}
     for i, (title, (x, y)) in enumerate(features.items()):
@@ -172,7 +172,7 @@ def embedding_figure(features: dict[str, tuple[np.ndarray, np.ndarray]], label_n
         ax.set_xticks([])
         ax.set_yticks([])
     fig.axes[-1].legend(fontsize=7, markerscale=2, loc="best")
-    _save(fig, path)
+    save_figure(fig, path)
     return {"png": str(path), "windows": int(len(next(iter(features.values()))[1])), "explained_variance": explained}
 
 

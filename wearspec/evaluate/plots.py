@@ -17,7 +17,7 @@ import numpy as np
 from wearspec.utils.io import atomic_path
 
 
-def _figure(width: float, height: float):
+def new_figure(width: float, height: float):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -26,7 +26,7 @@ def _figure(width: float, height: float):
     return fig
 
 
-def _save(fig, path: str | os.PathLike, dpi: int = 110) -> Path:
+def save_figure(fig, path: str | os.PathLike, dpi: int = 110) -> Path:
     path = Path(path)
     fig.tight_layout()
     with atomic_path(path) as tmp:
@@ -48,7 +48,7 @@ def plot_confusion(
     rows = cm.sum(axis=1, keepdims=True)
     frac = np.divide(cm, rows, out=np.zeros(cm.shape, dtype=np.float64), where=rows > 0)
     size = max(4.0, 0.55 * n + 2.5)
-    fig = _figure(size + 1.0, size)
+    fig = new_figure(size + 1.0, size)
     ax = fig.add_subplot(1, 1, 1)
     im = ax.imshow(frac, cmap="Blues", vmin=0.0, vmax=1.0)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of true class")
@@ -62,7 +62,7 @@ def plot_confusion(
             ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=fontsize,
                     color="white" if frac[i, j] > 0.5 else "black")
     ax.set_title(title or f"confusion matrix ({int(cm.sum())} windows)")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_per_subject(
@@ -79,7 +79,7 @@ def plot_per_subject(
     """
     names = list(per_subject)
     values = np.array([float(v[metric]) if isinstance(v, Mapping) else float(v) for v in per_subject.values()])
-    fig = _figure(max(5.0, 0.3 * len(names) + 2.0), 3.5)
+    fig = new_figure(max(5.0, 0.3 * len(names) + 2.0), 3.5)
     ax = fig.add_subplot(1, 1, 1)
     ax.bar(range(len(names)), values, color="tab:blue")
     if len(values):
@@ -92,7 +92,7 @@ def plot_per_subject(
     if not len(values) or (np.nanmin(values) >= 0.0 and np.nanmax(values) <= 1.0):
         ax.set_ylim(0.0, 1.0)  # scores in [0, 1]: a fixed axis makes charts comparable
     ax.set_title(title or f"{metric} per subject")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_training_curves(
@@ -110,7 +110,7 @@ def plot_training_curves(
     panels = present or ["(no data)"]
     cols = min(3, len(panels))
     nrows = math.ceil(len(panels) / cols)
-    fig = _figure(4.2 * cols, 3.0 * nrows)
+    fig = new_figure(4.2 * cols, 3.0 * nrows)
     for i, key in enumerate(panels):
         ax = fig.add_subplot(nrows, cols, i + 1)
         pts = [(_number(r.get(x)) if _number(r.get(x)) is not None else j, _number(r.get(key)))
@@ -126,7 +126,7 @@ def plot_training_curves(
         ax.grid(alpha=0.3)
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _number(v: Any) -> float | None:
