@@ -53,10 +53,10 @@ from wearspec.models.classifier import Classifier, save_classifier
 from wearspec.models.students import StudentOutput
 from wearspec.ssl.schedules import cosine_schedule, param_groups
 from wearspec.utils import distributed as du
-from wearspec.utils.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from wearspec.utils.checkpoint import latest_checkpoint, load_checkpoint, save_run_checkpoint
 from wearspec.utils.io import atomic_path, write_json, write_text
 from wearspec.utils.logging import RunLogger, read_metrics
-from wearspec.utils.seed import rng_state, restore_rank_rng
+from wearspec.utils.seed import restore_rank_rng
 
 
 @dataclass
@@ -294,17 +294,12 @@ def train_stage(st: Stage, dist: du.DistInfo) -> dict[str, Any]:
         phase.update(frozen=frozen, fwd=torch.compile(fwd) if rt.compile else fwd)
 
     def save(at: int) -> None:
-        rngs = du.all_gather_objects(rng_state(gen))
-        digests = du.all_gather_objects(du.param_digest(model))
-        if dist.is_main:
-            log.log(at, event="checkpoint", replica_digests=digests, replicas_in_sync=len(set(digests)) == 1)
-            save_checkpoint({
-                "stage": "finetune", "part": st.name, "step": at, "epoch": at // steps_per_epoch,
-                "config": st.config, "classifier": st.meta, "state_dict": model.state_dict(),
-                "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "sampler": sampler.state_dict(),
-                "rng": rngs, "early_stopping": dict(early),
-            }, ckpt_dir, at, rt.keep_last)
-        du.barrier()
+        save_run_checkpoint(lambda: {
+            "stage": "finetune", "part": st.name, "step": at, "epoch": at // steps_per_epoch,
+            "config": st.config, "classifier": st.meta, "state_dict": model.state_dict(),
+            "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "sampler": sampler.state_dict(),
+            "early_stopping": dict(early),
+        }, ckpt_dir, at, rt.keep_last, model, gen, log)
 
     def end_epoch(epoch: int, at: int) -> None:
         """Validation, best.pt, early stopping (identical decisions on every rank)."""

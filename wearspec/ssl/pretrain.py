@@ -36,10 +36,10 @@ from wearspec.ssl.monitor import CollapseMonitor, collapse_stats
 from wearspec.ssl.multicrop import MultiCrop, MultiCropConfig
 from wearspec.ssl.schedules import cosine_schedule, ema_update, param_groups
 from wearspec.utils import distributed as du
-from wearspec.utils.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_weights
+from wearspec.utils.checkpoint import latest_checkpoint, load_checkpoint, save_run_checkpoint, save_weights
 from wearspec.utils.io import write_json, write_text
 from wearspec.utils.logging import RunLogger, read_metrics
-from wearspec.utils.seed import rng_state, seed_everything, restore_rank_rng
+from wearspec.utils.seed import restore_rank_rng, seed_everything
 
 
 @dataclass
@@ -249,22 +249,15 @@ def run_pretrain(cfg: PretrainConfig) -> dict:
     monitor = CollapseMonitor()
 
     def save(at: int) -> None:
-        rngs = du.all_gather_objects(rng_state(gen))
-        digests = du.all_gather_objects(du.param_digest(student))
-        if len(set(digests)) > 1:
-            log.info(f"step {at}: warning: ranks hold different student weights ({digests})")
-        if dist.is_main:
-            log.log(at, event="checkpoint", replica_digests=digests, replicas_in_sync=len(set(digests)) == 1)
-            save_checkpoint({
-                "stage": "pretrain", "step": at, "epoch": at // steps_per_epoch, "config": to_dict(cfg),
-                "encoder": meta, "student": student.encoder.state_dict(), "teacher": teacher.encoder.state_dict(),
-                "student_net": student.state_dict(), "teacher_net": teacher.state_dict(),
-                "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-                "view_loss": view_loss.state_dict(),
-                "region_loss": region_loss.state_dict() if region_loss is not None else {},
-                "sampler": sampler.state_dict(), "rng": rngs,
-            }, ckpt_dir, at, cfg.runtime.keep_last)
-        du.barrier()
+        save_run_checkpoint(lambda: {
+            "stage": "pretrain", "step": at, "epoch": at // steps_per_epoch, "config": to_dict(cfg),
+            "encoder": meta, "student": student.encoder.state_dict(), "teacher": teacher.encoder.state_dict(),
+            "student_net": student.state_dict(), "teacher_net": teacher.state_dict(),
+            "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+            "view_loss": view_loss.state_dict(),
+            "region_loss": region_loss.state_dict() if region_loss is not None else {},
+            "sampler": sampler.state_dict(),
+        }, ckpt_dir, at, cfg.runtime.keep_last, student, gen, log)
 
     # -- the loop -----------------------------------------------------------------------------
     stop_at = min(total, cfg.runtime.max_steps) if cfg.runtime.max_steps else total

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from wearspec.errors import WearspecError
+from wearspec.utils import distributed as du
+from wearspec.utils.seed import rng_state
 
 FORMAT = "wearspec-checkpoint"
 VERSION = 1
@@ -55,6 +58,24 @@ def save_checkpoint(state: dict, folder: str | os.PathLike, step: int, keep_last
         for old in list_checkpoints(folder)[:-keep_last]:
             old.unlink(missing_ok=True)
     return target
+
+
+def save_run_checkpoint(state: Callable[[], dict], folder: str | os.PathLike, step: int, keep_last: int,
+                        model: torch.nn.Module, generator: torch.Generator | None, log) -> None:
+    """The checkpoint of a training run that may be one of several ranks, at ``step``. Every rank gives its
+    RNG state (stored as ``rng``, one entry per rank, for :func:`wearspec.utils.seed.restore_rank_rng`) and a
+    digest of ``model``'s weights; rank 0 logs the digests and whether the replicas agree (a console warning
+    when they do not), writes ``state()`` with the RNG states through :func:`save_checkpoint`; every rank then
+    waits at a barrier. ``log``: the run's :class:`~wearspec.utils.logging.RunLogger`."""
+    rngs = du.all_gather_objects(rng_state(generator))
+    digests = du.all_gather_objects(du.param_digest(model))
+    in_sync = len(set(digests)) == 1
+    if not in_sync:
+        log.info(f"step {step}: warning: ranks hold different weights ({digests})")
+    if log.is_main:
+        log.log(step, event="checkpoint", replica_digests=digests, replicas_in_sync=in_sync)
+        save_checkpoint({**state(), "rng": rngs}, folder, step, keep_last)
+    du.barrier()
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
