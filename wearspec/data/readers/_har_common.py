@@ -18,7 +18,7 @@ import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -414,6 +414,18 @@ def recordings_from_parts(subject: str, recording: str, t: np.ndarray, data: np.
             start=float(t[a]),
             source=str(source),
         )
+
+
+def file_recordings(files: Sequence[Path], names: Callable[[Path], tuple[str, str]],
+                    read: Callable[[Path], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
+                    rate: float) -> Iterator[Recording]:
+    """The recordings of one-recording-per-file datasets, file by file: ``names(f)`` → (subject, recording),
+    ``read(f)`` → (t (s), label codes, data (C, T), file line numbers); each continuous part of a file (split
+    at gaps by :func:`segments`) is one recording."""
+    for f in files:
+        subject, recording = names(f)
+        t, codes, data, lines = read(f)
+        yield from recordings_from_parts(subject, recording, t, data, codes, segments(t, lines, rate, f), rate, f)
 
 
 def part_name(base: str, k: int, n: int) -> str:

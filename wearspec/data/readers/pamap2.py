@@ -30,11 +30,10 @@ from wearspec.data.readers import Source
 from wearspec.data.readers._har_common import (
     check_choice,
     check_file,
+    file_recordings,
     files_matching,
-    recordings_from_parts,
     read_chunks,
     require_path,
-    segments,
     split_whitespace,
 )
 from wearspec.errors import WearspecError
@@ -146,18 +145,11 @@ def open_source(path: Path | None, cfg) -> Source:
     path = require_path(path, EXPECTED)
     files = find_files(path, getattr(pc, "include_optional", False))
 
-    def items():
-        for f in files:
-            subject, recording = _names(f)
-            t, codes, data, lines = read_file(f, cols)
-            parts = segments(t, lines, RATE, f)
-            yield from recordings_from_parts(subject, recording, t, data, codes, parts, RATE, f)
-
     return Source(
         name="pamap2",
         channels=channels,
         label_names=list(LABEL_NAMES),
-        items=items(),
+        items=file_recordings(files, _names, lambda f: read_file(f, cols), RATE),
         inputs=files,
         meta={"dataset": "PAMAP2", "units": "acc m/s^2, gyro rad/s, mag uT, temperature degC"},
     )
