@@ -472,6 +472,7 @@ def test_collapse_monitor_flags_uniform_and_dominant_collapse():
     assert dominant[4] is not None and "dominates" in dominant[4]
     stats = collapse_stats(one_hot, torch.zeros(1, 64), 0.04)
     assert stats["top_fraction"] == 1.0 and stats["entropy"] < 1e-3
+    assert stats["used"] == 1 and stats["used_fraction"] == pytest.approx(1 / 32)
     assert stats["kl_uniform"] == pytest.approx(math.log(64), abs=1e-3)
 
 
@@ -482,3 +483,7 @@ def test_collapse_monitor_quiet_on_healthy_outputs():
     stats = collapse_stats(torch.randn(32, 64, generator=g), torch.zeros(64), 0.04)
     assert 0 <= stats["entropy_norm"] < 0.5 and stats["mean_entropy_norm"] > 0.7 and stats["kl_center"] > 0
     assert collapse_stats(torch.randn(2, 5, 64), torch.zeros(1, 64), 0.1)["top_fraction"] <= 1
+    spread = torch.eye(8) * 5.0  # 8 rows, each on its own dimension of K = 8; then 16 rows on those 8
+    assert collapse_stats(spread, torch.zeros(8), 0.1)["used_fraction"] == 1.0
+    two_each = collapse_stats(torch.cat([spread, spread]), torch.zeros(8), 0.1)
+    assert two_each["used"] == 8 and two_each["used_fraction"] == 1.0 and two_each["top_fraction"] == 2 / 16

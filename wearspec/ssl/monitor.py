@@ -36,7 +36,9 @@ def collapse_stats(teacher_out: Tensor, center: Tensor, teacher_temp: float) -> 
       batch sizes when K ≫ B);
     * ``kl_uniform``: KL(p̄ ‖ uniform) = log K − H(p̄);
     * ``kl_center``: mean_b KL(p_b ‖ softmax(center/teacher_temp));
-    * ``top_fraction``: fraction of rows whose argmax is the most common argmax.
+    * ``top_fraction``: fraction of rows whose argmax is the most common argmax;
+    * ``used``: how many distinct output dimensions (prototypes) are some row's argmax;
+      ``used_fraction``: the same / min(B, K), the most a batch can use (1 = every row a different one).
     """
     if teacher_temp <= 0:
         raise WearspecError(f"collapse_stats: teacher_temp must be > 0, got {teacher_temp}")
@@ -51,13 +53,14 @@ def collapse_stats(teacher_out: Tensor, center: Tensor, teacher_temp: float) -> 
     mean_entropy = -(p_mean * p_mean.clamp_min(1e-30).log()).sum()
     log_q = F.log_softmax(c / teacher_temp, dim=-1)
     kl_center = (p * (logp - log_q)).sum(-1).mean()
-    top_fraction = torch.bincount(p.argmax(-1), minlength=k).max() / max(b, 1)
+    counts = torch.bincount(p.argmax(-1), minlength=k)
+    top_fraction, used = counts.max() / max(b, 1), int((counts > 0).sum())
     log_k, log_bk = math.log(k) if k > 1 else 1.0, math.log(min(b, k)) if min(b, k) > 1 else 1.0
     return {
         "entropy": float(entropy), "entropy_norm": float(entropy) / log_k,
         "mean_entropy": float(mean_entropy), "mean_entropy_norm": float(mean_entropy) / log_bk,
         "kl_uniform": (math.log(k) - float(mean_entropy)), "kl_center": float(kl_center),
-        "top_fraction": float(top_fraction),
+        "top_fraction": float(top_fraction), "used": used, "used_fraction": used / max(min(b, k), 1),
     }
 
 
