@@ -31,6 +31,7 @@ CONFIGS = {
     "septr": dict(arch="septr", septr=SEPTR),
     "septr_patch": dict(arch="septr", septr={**SEPTR, "patch_size": [2, 3], "order": "freq_first"}),
     "septr_stem": dict(arch="septr", septr=SEPTR, teacher_stem=True),
+    "septr_stem_patch": dict(arch="septr", septr={**SEPTR, "patch_size": [2, 2]}, teacher_stem=True),
     "cnn": dict(arch="cnn", cnn=dict(width=8)),
 }
 
@@ -217,7 +218,7 @@ def test_lsa_masks_the_diagonal_and_learns_its_temperature():
 
 
 # ---- frozen teacher stem ------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["septr_stem", "vit_stem"])
+@pytest.mark.parametrize("name", ["septr_stem", "septr_stem_patch", "vit_stem"])
 def test_teacher_stem_is_frozen(name):
     torch.manual_seed(0)
     t = teacher()
@@ -232,7 +233,10 @@ def test_teacher_stem_is_frozen(name):
     assert all(not p.requires_grad and p.grad is None for p in s.stem.parameters())
     assert torch.equal(s.stem.layers.bn1.running_mean, bn_stats)
     proj = s.backbone.model.patch_embed.proj if name == "vit_stem" else s.backbone.patch_embed
-    assert proj.kernel_size == (1, 1) and proj.in_channels == 16 and proj.weight.grad is not None
+    patch = (2, 2) if name == "septr_stem_patch" else (1, 1)  # SepTr patches the teacher's 17 × 32 feature map
+    assert proj.kernel_size == patch and proj.in_channels == 16 and proj.weight.grad is not None
+    if name.startswith("septr"):
+        assert s.backbone.grid == (math.ceil(17 / patch[0]), 32 // patch[1])
     assert any(k.startswith("stem.layers.layer1.") for k in s.state_dict())  # self-contained
     assert not any(p is q for p in s.backbone_parameters() for q in s.stem.parameters())
     with pytest.raises(WearspecError, match="needs the trained CNN teacher"):

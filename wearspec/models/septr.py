@@ -8,8 +8,8 @@ Input (B, C, F, N) → patch embedding → token grid (B, H, W, D), H along freq
   multiples of the patch (high-frequency / late-time side, the rule of :mod:`wearspec.models.backbones`).
   With ``patch_size = [1, 1]`` every time–frequency bin is a token (the paper's setting). DeSepTr's
   external embedding (the frozen CNN teacher's stem + ``layer1``) runs *before* this module
-  (:class:`wearspec.models.students.Student` composes them); this module's ``[1, 1]`` convolution is then
-  the 1×1 projection of the teacher's Ce channels to D.
+  (:class:`wearspec.models.students.Student` composes them); this module's convolution then patches the
+  teacher's (B, Ce, F', N') feature map: ``[1, 1]`` is the paper's 1×1 projection of Ce channels to D.
 * **Positional embeddings, one per axis.** ``pos_freq`` (1, H0, 1, D) and ``pos_time`` (1, 1, W0, D),
   learned, added with broadcasting: token (h, w) gets ``pos_freq[h] + pos_time[w]``. A grid other than the
   built (H0, W0) linearly resamples each axis (``F.interpolate``, ``align_corners=False``).

@@ -18,9 +18,11 @@ Architectures (:class:`StudentConfig` ``arch``):
 
 ``teacher_stem`` (DeSepTr; ``septr`` and ``vit``): a frozen copy of the CNN teacher's stem + ``layer1``
 (:meth:`ResNetTeacher.embed`, kept in eval mode, run under ``no_grad``, parameters ``requires_grad=False``)
-turns (B, C, F, N) into (B, Ce, F', N'); a trainable 1×1 convolution projects it to the token grid
-(B, D, F', N') (the ViT's / SepTr's own patch embedding with patch (1, 1), so the backbone's
-``patch_size`` is not used); the ViT gets a position embedding for the (F', N') grid. The copy is part of
+turns (B, C, F, N) into (B, Ce, F', N'); the student's own trainable patch embedding projects it to the
+token grid: for the ViT a 1×1 convolution (patch (1, 1), the backbone's ``patch_size`` is not used; the ViT
+gets a position embedding for the (F', N') grid), for SepTr its ``septr.patch_size`` convolution over the
+teacher's feature map ([1, 1], one token per feature-map cell, is the paper's 1×1 projection; [2, 2] gives
+a 4× shorter grid of 2 × 2 feature-map patches). The copy is part of
 the student's state dict, so a saved student is self-contained.
 
 Head fusion (:meth:`Student.predict_logits`): ``mean`` averages the two heads' *logits*, as DeiT's and
@@ -81,9 +83,6 @@ class StudentConfig:
                                 f"{PRESETS[self.backbone.name]['arch']}, but student.arch is {self.arch!r}")
         if self.teacher_stem and self.arch not in ("septr", "vit"):
             raise WearspecError(f"student.teacher_stem: only septr and vit students take it, not {self.arch!r}")
-        if self.teacher_stem and self.arch == "septr" and list(self.septr.patch_size) != [1, 1]:
-            raise WearspecError(f"student.septr.patch_size: with teacher_stem the projection is 1×1, expected "
-                                f"[1, 1], got {self.septr.patch_size!r}")
         for key in ("spt", "lsa"):
             if getattr(self, key) and self.arch != "vit":
                 raise WearspecError(f"student.{key}: only for vit students, not {self.arch!r}")
