@@ -155,7 +155,8 @@ def describe_model(name: str, clf: Classifier, meta: dict) -> str:
         return f"ResNet-18 width {m['width']}, small stem"
     if name == "septr":
         s = m["septr"]
-        return f"SepTr d{s['embed_dim']}×{s['depth']}, {s['num_heads']} heads, teacher stem"
+        patch = "×".join(str(v) for v in s["patch_size"])
+        return f"SepTr d{s['embed_dim']}×{s['depth']}, {s['num_heads']} heads, {patch} patches of the teacher stem"
     b = clf.model.cfg.backbone.resolved()
     if name.startswith("vit"):
         embed = "teacher stem, 1×1" if clf.model.cfg.teacher_stem else f"patch {b['patch'][0]}×{b['patch'][1]}"

@@ -8,6 +8,8 @@ The issue's benchmark, on the embedded synthetic data, subject-wise, every model
   initialised from EsViT/DINO checkpoints + hard distillation (``configs/finetune_vit_ssl.yaml``: layer-wise
   LR decay 0.75, heads only in the first epoch), and the same two students from scratch + distillation
   (what the SSL initialisation adds). One teacher serves every distilled student.
+* ``--kfold K``: ViT from scratch, SepTr and DeSepTr (with a CNN teacher per fold) on K subject folds instead
+  of the one split, so every labelled subject is tested once (the one-split ordering rests on 8 subjects).
 * **label-fraction curve**: from scratch vs SSL-initialised, for each of ``--curve-backbones`` (ViT by
   default; ``vit,swin`` for both), *without* distillation (a teacher trained on all labels would leak them
   into the small-fraction runs), at ``--fractions`` of the training subjects' labelled windows
@@ -30,6 +32,7 @@ label-free on the pretraining pool), handed on by the teacher.
     python benchmarks/finetune.py [--epochs 15] [--jobs 2] [--pretrain-vit DIR] [--pretrain-swin DIR]
                                   [--fractions 0.05,0.1,0.25,1] [--seeds 0,1,2] [--curve-backbones vit,swin]
                                   [--out DIR] [--json PATH] [--reuse]
+    python benchmarks/finetune.py --kfold 3 [--epochs 15] [--jobs 2]
 """
 
 from __future__ import annotations
@@ -142,6 +145,22 @@ def curve_configs(base: FinetuneConfig, out: Path, pre: dict[str, str], archs: l
     return runs
 
 
+KFOLD_ROWS = ("vit", "septr", "deseptr")
+
+
+def kfold_configs(base: FinetuneConfig, out: Path, k: int, seed: int) -> dict:
+    """``--kfold``: the rows that need no SSL checkpoint on ``k`` subject folds (every labelled subject tested
+    once; per fold a quarter of the other subjects validate): ViT from scratch and SepTr train the student
+    only (each fits its front end on its fold's training subjects); DeSepTr trains a CNN teacher per fold,
+    then the student on the teacher's stem with distillation (its run also gives the teacher's row)."""
+    base = copy.deepcopy(base)
+    base.split = SplitConfig(mode="kfold", k=k, val_fraction=0.25, seed=seed)
+    runs = main_configs(base, out, {"vit": "", "swin": ""}, {"vit": "", "swin": ""})
+    runs = {name: runs[name] for name in KFOLD_ROWS}
+    runs["deseptr"].stages = ["teacher", "student"]
+    return runs
+
+
 def curve_name(key: tuple) -> str:
     """The job name of a curve run: ``curve:ARCH:INIT:FRACTION:SEED``."""
     return "curve:{}:{}:{:g}:{}".format(*key)
@@ -172,7 +191,11 @@ def run_job(kind: str, config: dict, reuse: bool) -> dict:
            "kappa": test["kappa"], "subject_macro_f1": test["subject_summary"]["macro_f1"],
            "train_windows": fold["windows"]["train"], "steps": fold[stage]["step"],
            "epochs": fold[stage]["epochs_run"], "best_epoch": fold[stage]["best_epoch"] + 1,
-           "val_macro_f1": fold[stage]["best_val_macro_f1"], "config": config}
+           "val_macro_f1": fold[stage]["best_val_macro_f1"],
+           "val_macro_f1_folds": [f[stage]["best_val_macro_f1"] for f in summary["folds"]],
+           "stages": {k: {"accuracy": v["accuracy"], "macro_f1": v["macro_f1"], "kappa": v["kappa"],
+                          "subject_macro_f1": v["subject_summary"]["macro_f1"]}
+                      for k, v in summary["stages"].items()}, "config": config}
     timing.write_text(json.dumps(res, indent=2) + "\n")
     return res
 
@@ -234,6 +257,21 @@ def main_table(res: dict) -> str:
             lines.append(f"| {label} | {init} | {dist} | {r['accuracy']:.3f} | {r['macro_f1']:.3f} | {r['kappa']:.3f} "
                          f"| {format_mean_sd(r['subject_macro_f1'])} | {r['best_epoch']} / {r['epochs']} "
                          f"| {r['steps']} | {r['wall_s'] / 60:.1f} min ({r['cpu_s'] / 60:.1f}) |")
+    return "\n".join(lines)
+
+
+def kfold_table(res: dict) -> str:
+    """``--kfold`` rows: the teacher (from the DeSepTr runs), ViT, SepTr, DeSepTr; metrics pooled over folds."""
+    labels = dict((name, label) for name, label, _, _ in MAIN)
+    rows = [("teacher", res["deseptr"]["stages"]["teacher"], None)] if "deseptr" in res else []
+    rows += [(name, res[name], res[name]) for name in KFOLD_ROWS if name in res]
+    lines = ["| model | accuracy | macro-F1 | κ | per-subject macro-F1 | validation macro-F1 per fold | CPU-min |",
+             "|---|---|---|---|---|---|---|"]
+    for name, m, run in rows:
+        val = ", ".join(f"{v:.3f}" for v in run["val_macro_f1_folds"]) if run else "–"
+        cpu = f"{run['cpu_s'] / 60:.1f}" if run else "(in DeSepTr's)"
+        lines.append(f"| {labels[name]} | {m['accuracy']:.3f} | {m['macro_f1']:.3f} | {m['kappa']:.3f} "
+                     f"| {format_mean_sd(m['subject_macro_f1'])} | {val} | {cpu} |")
     return "\n".join(lines)
 
 
@@ -299,6 +337,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--budget-min", type=float, default=10.0,
                     help="pretraining budget per backbone when no run is given (scales the configs' epochs)")
     ap.add_argument("--only", default="", help="comma-separated main-table runs to keep (default: all)")
+    ap.add_argument("--kfold", type=int, default=0,
+                    help="K ≥ 2: instead of the one split, ViT from scratch, SepTr and DeSepTr (+ its CNN teacher) on "
+                         "K subject folds, every labelled subject tested once; no pretraining, no curve")
     add_data_args(ap, "/tmp/wearspec-bench-finetune")
     ap.add_argument("--jobs", type=int, default=1, help="runs in parallel (processes)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads per run")
@@ -314,6 +355,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     with Timer() as t_data:
         store = make_store(args.out / "store", args.unlabelled, args.seed)
+    if args.kfold:
+        print(f"store: {len(store)} windows ({int((store.labels >= 0).sum())} labelled)")
+        return kfold_main(args, store)
     split = subject_split(store, args.split_seed)
     print(f"store: {len(store)} windows ({int((store.labels >= 0).sum())} labelled); prepared in {t_data.wall:.1f} s")
     print(f"split: train {split['train']}, val {split['val']}, test {split['test']}; pretraining excludes "
@@ -334,12 +378,8 @@ def main(argv: list[str] | None = None) -> dict:
         run_all(jobs, {}, args.jobs, args.threads, args.reuse, done)
 
     # 2. the runs: one teacher (two if the Swin checkpoint brings other spectrograms), students, curve
-    base = load_config(FinetuneConfig, DESEPTR)
-    base.store = str(args.out / "store")
+    base = base_config(args, args.out / "store")
     base.split = SplitConfig(mode="holdout", test_subjects=split["test"], val_subjects=split["val"], seed=0)
-    for section in (base.teacher, base.student):
-        section.epochs, section.batch_size, section.patience = args.epochs, args.batch, 0
-    base.runtime.device, base.runtime.log_every = "cpu", 50
     ft = args.out / "finetune"
     teachers = {a: str(ft / ("teacher" if a == "vit" else "teacher_swin") / "holdout" / "teacher" / "best.pt")
                 for a in ("vit", "swin")}
@@ -391,6 +431,34 @@ def main(argv: list[str] | None = None) -> dict:
                           for k, v in curve_res.items()},
            "verdict": lines}
     return save_results(args.json, out)
+
+
+def base_config(args, store_dir: Path) -> FinetuneConfig:
+    """``configs/finetune_deseptr.yaml`` with the benchmark's budget: ``--epochs`` × ``--batch`` for the
+    teacher and the student, no early stopping, CPU."""
+    base = load_config(FinetuneConfig, DESEPTR)
+    base.store = str(store_dir)
+    for section in (base.teacher, base.student):
+        section.epochs, section.batch_size, section.patience = args.epochs, args.batch, 0
+    base.runtime.device, base.runtime.log_every = "cpu", 50
+    return base
+
+
+def kfold_main(args, store) -> dict:
+    """``--kfold K``: :func:`kfold_configs` run side by side, the table and the ordering verdict."""
+    runs = kfold_configs(base_config(args, args.out / "store"), args.out / f"kfold{args.kfold}", args.kfold,
+                         args.split_seed)
+    print(f"{len(runs)} runs on {args.kfold} subject folds, {args.jobs} process(es)", flush=True)
+    order = ["deseptr", "septr", "vit"]  # the long ones first
+    res = run_all({k: ("finetune", to_dict(runs[k])) for k in order}, {}, args.jobs, args.threads, args.reuse, {})
+    n = res["vit"]["subject_macro_f1"]["n"]
+    print(f"\n{args.kfold} subject folds, {n} test subjects in all; metrics pooled over the folds.\n")
+    print(kfold_table(res))
+    lines = verdict(res, [])
+    print("\n" + "\n".join(lines))
+    return save_results(args.json, {"args": {k: str(v) for k, v in vars(args).items()}, "kfold": args.kfold,
+                                    "main": {k: {kk: vv for kk, vv in v.items() if kk != "config"}
+                                             for k, v in res.items()}, "verdict": lines})
 
 
 if __name__ == "__main__":
