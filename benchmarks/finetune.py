@@ -225,11 +225,21 @@ def run_all(jobs: dict, deps: dict, n_jobs: int, threads: int, reuse: bool, done
     return done
 
 
-def checked_pretrain(path: Path, split: dict) -> dict:
-    """A given pretraining run folder: it must exclude the validation and test subjects; its timing if known."""
+def checked_pretrain(path: Path, split: dict, store) -> dict:
+    """A given pretraining run folder: it must have pretrained on this benchmark's store (the fingerprint its
+    checkpoints record; older checkpoints without one get a warning) and excluded the validation and test
+    subjects; its timing if known."""
     cfg_file = path / "config.yaml"
     if not cfg_file.is_file() or latest_checkpoint(path / "checkpoints") is None:
         raise SystemExit(f"{path}: not a finished `wearspec pretrain` run (config.yaml and checkpoints/ expected)")
+    recorded = load_checkpoint(latest_checkpoint(path / "checkpoints")).get("data", {}).get("store_fingerprint")
+    here = store.manifest.get("fingerprint")
+    if recorded is None:
+        print(f"warning: {path}: its checkpoints do not record the store they were trained on; cannot check that "
+              f"it is this benchmark's store", flush=True)
+    elif recorded != here:
+        raise SystemExit(f"{path}: pretrained on another store (fingerprint {recorded}, this benchmark's store "
+                         f"{here}); pretrain on {store.path}")
     excluded = set((yaml.safe_load(cfg_file.read_text()) or {}).get("exclude_subjects") or [])
     leaked = sorted(set(split["pretrain_excluded"]) - excluded)
     if leaked:
@@ -367,7 +377,7 @@ def main(argv: list[str] | None = None) -> dict:
     pre, done, jobs = {}, {}, {}
     for arch, given in (("vit", args.pretrain_vit), ("swin", args.pretrain_swin)):
         if given is not None:
-            done[f"pretrain_{arch}"] = checked_pretrain(given, split)
+            done[f"pretrain_{arch}"] = checked_pretrain(given, split, store)
             pre[arch] = str(given)
         else:
             pre[arch] = str(args.out / "pretrain" / arch)

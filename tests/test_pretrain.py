@@ -15,6 +15,7 @@ import torch
 
 from wearspec.config import load_config
 from wearspec.data.prepare import prepare
+from wearspec.data.store import WindowStore
 from wearspec.config import PrepareConfig
 from wearspec.errors import WearspecError
 from wearspec.models.encoder import encoder_from_checkpoint
@@ -54,10 +55,12 @@ def test_outputs_checkpoints_and_export(store, tmp_path):
                 "encoder", "config", "step", "epoch"):
         assert key in state, key
     assert state["view_loss"]["center"].abs().sum() > 0
+    fingerprint = WindowStore(store).manifest["fingerprint"]
+    assert fingerprint and state["data"] == {"store_fingerprint": fingerprint, "windows": len(WindowStore(store))}
     recs = read_metrics(out / "metrics.jsonl")
     steps = [r for r in recs if "loss" in r]
     assert len(steps) == summary["steps"] and all(r["windows_per_s"] > 0 for r in steps)
-    assert {"entropy", "kl_uniform", "kl_center", "lr", "teacher_temp"} <= set(steps[-1])
+    assert {"entropy", "kl_uniform", "kl_center", "lr", "teacher_temp", "used_fraction"} <= set(steps[-1])
     assert all(r["replicas_in_sync"] for r in recs if r.get("event") == "checkpoint")
     enc, meta = encoder_from_checkpoint(ckpts[-1], "teacher")
     assert meta["channels"][:3] == ["acc_x", "acc_y", "acc_z"]

@@ -257,6 +257,7 @@ def run_pretrain(cfg: PretrainConfig) -> dict:
             "view_loss": view_loss.state_dict(),
             "region_loss": region_loss.state_dict() if region_loss is not None else {},
             "sampler": sampler.state_dict(),
+            "data": {"store_fingerprint": str(store.manifest.get("fingerprint", "")), "windows": len(ds)},
         }, ckpt_dir, at, cfg.runtime.keep_last, student, gen, log)
 
     # -- the loop -----------------------------------------------------------------------------
