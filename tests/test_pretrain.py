@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -129,6 +130,13 @@ def test_bad_inputs(store, tmp_path):
     run_pretrain(_cfg(store, out, "optim.epochs=2", "runtime.max_steps=2"))
     with pytest.raises(WearspecError, match="used different 'optim' settings"):
         run_pretrain(_cfg(store, out, "optim.epochs=3"))
+    other = tmp_path / "store2"  # the same path, prepared again with other content: resume must refuse it
+    shutil.copytree(store, other)
+    run_pretrain(_cfg(other, tmp_path / "on2", "optim.epochs=2", "runtime.max_steps=2"))
+    manifest = json.loads((other / "manifest.json").read_text())
+    (other / "manifest.json").write_text(json.dumps(dict(manifest, fingerprint="0123456789abcdef")))
+    with pytest.raises(WearspecError, match=r"ckpt-00000002.pt: this run was trained on another store"):
+        run_pretrain(_cfg(other, tmp_path / "on2", "optim.epochs=2"))
 
 
 def test_sinkhorn_targets_and_koleo_train_and_log(store, tmp_path):

@@ -222,6 +222,10 @@ def run_pretrain(cfg: PretrainConfig) -> dict:
     else:
         _check_same_run(out, cfg) if dist.is_main else None
         state = load_checkpoint(newest, map_location=dev)
+        trained_on = state.get("data", {}).get("store_fingerprint")
+        if trained_on and trained_on != store.manifest.get("fingerprint"):
+            raise WearspecError(f"{newest}: this run was trained on another store (fingerprint {trained_on}); "
+                                f"{store.path} has {store.manifest.get('fingerprint')}: use a new output folder")
         student.load_state_dict(state["student_net"])
         teacher.load_state_dict(state["teacher_net"])
         optimizer.load_state_dict(state["optimizer"])
