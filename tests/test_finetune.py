@@ -337,6 +337,20 @@ def _store_copy(store: Path, dest: Path, relabel) -> Path:
     return dest
 
 
+def test_resume_refuses_a_store_prepared_again(store, tmp_path):
+    other = tmp_path / "store2"
+    shutil.copytree(store, other)
+    out = tmp_path / "ft"
+    assert not run_finetune(_cfg(other, out, "runtime.max_steps=2"))["finished"]
+    manifest = json.loads((other / "manifest.json").read_text())
+    ckpt = load_checkpoint(out / "holdout" / "teacher" / "checkpoints" / "ckpt-00000002.pt")
+    assert ckpt["data"]["store_fingerprint"] == manifest["fingerprint"]
+    (other / "manifest.json").write_text(json.dumps(dict(manifest, fingerprint="0123456789abcdef")))
+    with pytest.raises(WearspecError, match=r"teacher/checkpoints/ckpt-00000002.pt: this run was trained on another "
+                                            r"store \(fingerprint [0-9a-f]+\); .*store2 has 0123456789abcdef"):
+        run_finetune(_cfg(other, out))
+
+
 def test_bad_inputs(store, deseptr_run, tmp_path):
     def fails(match, *extra, at=store):
         with pytest.raises(WearspecError, match=match) as info:

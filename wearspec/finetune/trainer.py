@@ -53,7 +53,8 @@ from wearspec.models.classifier import Classifier, save_classifier
 from wearspec.models.students import StudentOutput
 from wearspec.ssl.schedules import cosine_schedule, param_groups
 from wearspec.utils import distributed as du
-from wearspec.utils.checkpoint import latest_checkpoint, load_checkpoint, save_run_checkpoint
+from wearspec.utils.checkpoint import (check_same_store, data_record, latest_checkpoint, load_checkpoint,
+                                       save_run_checkpoint)
 from wearspec.utils.io import atomic_path, write_json, write_text
 from wearspec.utils.logging import RunLogger, read_metrics
 from wearspec.utils.seed import restore_rank_rng
@@ -257,6 +258,7 @@ def train_stage(st: Stage, dist: du.DistInfo) -> dict[str, Any]:
     newest = latest_checkpoint(ckpt_dir)
     if newest is not None:
         state = load_checkpoint(newest, map_location="cpu")
+        check_same_store(state, st.store, newest)
         model.load_state_dict(state["state_dict"])
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
@@ -298,7 +300,7 @@ def train_stage(st: Stage, dist: du.DistInfo) -> dict[str, Any]:
             "stage": "finetune", "part": st.name, "step": at, "epoch": at // steps_per_epoch,
             "config": st.config, "classifier": st.meta, "state_dict": model.state_dict(),
             "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "sampler": sampler.state_dict(),
-            "early_stopping": dict(early),
+            "early_stopping": dict(early), "data": data_record(st.store, len(ds)),
         }, ckpt_dir, at, rt.keep_last, model, gen, log)
 
     def end_epoch(epoch: int, at: int) -> None:

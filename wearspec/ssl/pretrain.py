@@ -36,7 +36,8 @@ from wearspec.ssl.monitor import CollapseMonitor, collapse_stats
 from wearspec.ssl.multicrop import MultiCrop, MultiCropConfig
 from wearspec.ssl.schedules import cosine_schedule, ema_update, param_groups
 from wearspec.utils import distributed as du
-from wearspec.utils.checkpoint import latest_checkpoint, load_checkpoint, save_run_checkpoint, save_weights
+from wearspec.utils.checkpoint import (check_same_store, data_record, latest_checkpoint, load_checkpoint,
+                                       save_run_checkpoint, save_weights)
 from wearspec.utils.io import write_json, write_text
 from wearspec.utils.logging import RunLogger, read_metrics
 from wearspec.utils.seed import restore_rank_rng, seed_everything
@@ -222,10 +223,7 @@ def run_pretrain(cfg: PretrainConfig) -> dict:
     else:
         _check_same_run(out, cfg) if dist.is_main else None
         state = load_checkpoint(newest, map_location=dev)
-        trained_on = state.get("data", {}).get("store_fingerprint")
-        if trained_on and trained_on != store.manifest.get("fingerprint"):
-            raise WearspecError(f"{newest}: this run was trained on another store (fingerprint {trained_on}); "
-                                f"{store.path} has {store.manifest.get('fingerprint')}: use a new output folder")
+        check_same_store(state, store, newest)
         student.load_state_dict(state["student_net"])
         teacher.load_state_dict(state["teacher_net"])
         optimizer.load_state_dict(state["optimizer"])
@@ -261,7 +259,7 @@ def run_pretrain(cfg: PretrainConfig) -> dict:
             "view_loss": view_loss.state_dict(),
             "region_loss": region_loss.state_dict() if region_loss is not None else {},
             "sampler": sampler.state_dict(),
-            "data": {"store_fingerprint": str(store.manifest.get("fingerprint", "")), "windows": len(ds)},
+            "data": data_record(store, len(ds)),
         }, ckpt_dir, at, cfg.runtime.keep_last, student, gen, log)
 
     # -- the loop -----------------------------------------------------------------------------

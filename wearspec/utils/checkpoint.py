@@ -78,6 +78,22 @@ def save_run_checkpoint(state: Callable[[], dict], folder: str | os.PathLike, st
     du.barrier()
 
 
+def data_record(store, windows: int) -> dict:
+    """What a training checkpoint records of its data (``state["data"]``): the window store's fingerprint and
+    how many windows the run trains on."""
+    return {"store_fingerprint": str(store.manifest.get("fingerprint", "")), "windows": int(windows)}
+
+
+def check_same_store(state: dict, store, checkpoint: str | os.PathLike) -> None:
+    """Refuse to resume ``checkpoint`` (loaded as ``state``) on a store other than the one it was trained on
+    (its :func:`data_record`; checkpoints without one pass): a store prepared again at the same path."""
+    trained_on = (state.get("data") or {}).get("store_fingerprint")
+    here = store.manifest.get("fingerprint")
+    if trained_on and trained_on != here:
+        raise WearspecError(f"{checkpoint}: this run was trained on another store (fingerprint {trained_on}); "
+                            f"{store.path} has {here}: use a new output folder")
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
     """Load a wearspec checkpoint safely; every problem is a one-line WearspecError naming the file."""
     path = Path(path)
