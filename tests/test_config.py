@@ -2,7 +2,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from wearspec.config import PrepareConfig, load_config, parse_override, to_yaml
+from wearspec.config import (PrepareConfig, first_difference, load_config, parse_override, saved_config_difference,
+                             to_yaml)
 from wearspec.errors import WearspecError
 
 
@@ -85,3 +86,18 @@ def test_float_written_in_exponent_form():
     assert cfg.lr == 1e-3 and cfg.lrs == [1e-3, 0.01]
     with pytest.raises(WearspecError, match="lr: expected a number, got 'fast'"):
         load_config(C, None, ["lr=fast"])
+
+
+def test_first_difference_names_the_key():
+    assert first_difference({"a": {"b": 1, "c": 2}}, {"a": {"b": 1, "c": 2}}) is None
+    assert first_difference({"a": {"b": 1}}, {"a": {"b": 2}}) == (("a", "b"), "a.b: 1 before, 2 now")
+    assert "a.z is only in the new" in first_difference({"a": {}}, {"a": {"z": 1}})[1]
+
+
+def test_saved_config_difference(tmp_path):
+    saved = tmp_path / "config.yaml"
+    assert saved_config_difference(saved, {"a": 1}) is None  # nothing saved yet
+    saved.write_text("a: {b: 1}\nruntime: {threads: 1}\n")
+    assert saved_config_difference(saved, {"a": {"b": 1}, "runtime": {"threads": 2}}, ignore=("runtime",)) is None
+    assert saved_config_difference(saved, {"a": {"b": 2}, "runtime": {"threads": 1}}) == ("a", "a.b: 1 before, 2 now")
+    assert saved_config_difference(saved, {"a": {"b": 1}}) == ("runtime", "runtime is only in the saved settings")

@@ -15,7 +15,7 @@ from wearspec.config import PrepareConfig, SyntheticConfig
 from wearspec.data.frontend import SpectrogramFrontend
 from wearspec.data.prepare import prepare
 from wearspec.demo.figures import cls_attention, match_crops
-from wearspec.demo.recipe import STEPS, _first_difference, replay_recording
+from wearspec.demo.recipe import STEPS, replay_recording
 from wearspec.models.backbones import BackboneConfig, build_backbone
 from wearspec.models.encoder import SpectrogramEncoder
 
@@ -99,12 +99,6 @@ def test_demo_refuses_a_store_without_labels(tmp_path, capsys):
                  "window.hop_s=2.5"]) == 0
     assert main(["demo", f"output={tmp_path}/d", f"store={store}"]) == 2
     assert "no labelled windows" in capsys.readouterr().err
-
-
-def test_first_difference_names_the_key():
-    assert _first_difference({"a": {"b": 1, "c": 2}}, {"a": {"b": 1, "c": 2}}) is None
-    assert _first_difference({"a": {"b": 1}}, {"a": {"b": 2}}) == "a.b: 1 before, 2 now"
-    assert "a.z is only in the new" in _first_difference({"a": {}}, {"a": {"z": 1}})
 
 
 def test_replay_recording_rebuilds_the_windows(tmp_path):

@@ -197,6 +197,34 @@ def load_config(cls: type[T], path: str | os.PathLike | None = None, overrides: 
     return from_dict(cls, data)
 
 
+def first_difference(a: Any, b: Any, path: tuple[str, ...] = ()) -> tuple[tuple[str, ...], str] | None:
+    """Where two config dicts first differ: (the key path, ``"key.sub: OLD before, NEW now"`` or ``"key is only
+    in the new/saved settings"``); None when they are equal."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in list(a) + [k for k in b if k not in a]:
+            where = path + (str(k),)
+            if k not in a or k not in b:
+                return where, f"{'.'.join(where)} is only in the {'new' if k in b else 'saved'} settings"
+            d = first_difference(a[k], b[k], where)
+            if d is not None:
+                return d
+        return None
+    return None if a == b else (path, f"{'.'.join(path)}: {a!r} before, {b!r} now")
+
+
+def saved_config_difference(saved: str | os.PathLike, config: dict, ignore: Sequence[str] = ()
+                            ) -> tuple[str, str] | None:
+    """Compare a run folder's saved ``config.yaml`` with the ``config`` dict of a run about to resume in it:
+    (the first differing top-level key, :func:`first_difference`'s message) or None (no saved file, or the same
+    settings). Top-level keys in ``ignore`` (e.g. ``runtime``) may differ."""
+    saved = Path(saved)
+    if not saved.is_file():
+        return None
+    old = {k: v for k, v in (yaml.safe_load(saved.read_text()) or {}).items() if k not in ignore}
+    diff = first_difference(old, {k: v for k, v in config.items() if k not in ignore})
+    return (diff[0][0], diff[1]) if diff is not None else None
+
+
 # ---------------------------------------------------------------------------------------------
 # The prepare stage
 # ---------------------------------------------------------------------------------------------

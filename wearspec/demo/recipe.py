@@ -32,11 +32,12 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 
-from wearspec.config import PrepareConfig, SyntheticConfig, from_dict, to_dict, to_yaml
+from wearspec.config import (PrepareConfig, SyntheticConfig, from_dict, saved_config_difference, to_dict,
+                             to_yaml)
 from wearspec.data.splits import SplitConfig, make_splits
 from wearspec.data.store import WindowStore
 from wearspec.deploy.export import ExportConfig
@@ -171,28 +172,10 @@ def _say(text: str) -> None:
 
 def _check_same_demo(out: Path, cfg: DemoConfig) -> None:
     """A folder holds one demo: resuming with other settings would mix results."""
-    saved = out / "config.yaml"
-    if not saved.is_file():
-        return
-    import yaml
-
-    old, new = yaml.safe_load(saved.read_text()) or {}, to_dict(cfg)
-    diff = _first_difference(old, new)
+    diff = saved_config_difference(out / "config.yaml", to_dict(cfg))
     if diff is not None:
-        raise WearspecError(f"{saved}: this folder holds a demo with other settings ({diff}); use another "
-                            f"output= or delete the folder")
-
-
-def _first_difference(a: Any, b: Any, prefix: str = "") -> str | None:
-    if isinstance(a, dict) and isinstance(b, dict):
-        for k in list(a) + [k for k in b if k not in a]:
-            if k not in a or k not in b:
-                return f"{prefix}{k} is only in the {'new' if k in b else 'saved'} settings"
-            d = _first_difference(a[k], b[k], f"{prefix}{k}.")
-            if d is not None:
-                return d
-        return None
-    return None if a == b else f"{prefix.rstrip('.')}: {a!r} before, {b!r} now"
+        raise WearspecError(f"{out / 'config.yaml'}: this folder holds a demo with other settings ({diff[1]}); "
+                            f"use another output= or delete the folder")
 
 
 def _split(done: dict) -> SplitConfig:

@@ -40,6 +40,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from wearspec.config import saved_config_difference
 from wearspec.data.augment import AugmentConfig, CutMix, build_sensor_augment, build_spec_augment, make_generator
 from wearspec.data.dataset import ResumableSampler, WindowDataset
 from wearspec.data.store import WindowStore
@@ -146,16 +147,10 @@ class _Heads(nn.Module):
 
 def check_same_run(out: Path, config: dict[str, Any]) -> None:
     """A resumed (or skipped, finished) stage must be the same experiment as the saved ``config.yaml``."""
-    saved = out / "config.yaml"
-    if not saved.exists():
-        return
-    import yaml
-
-    old = yaml.safe_load(saved.read_text()) or {}
-    for key in sorted(set(old) | set(config)):
-        if old.get(key) != config.get(key):
-            raise WearspecError(f"{saved}: this stage was run with different '{key}' settings; resume it with the "
-                                "same config or choose another output folder")
+    diff = saved_config_difference(out / "config.yaml", config)
+    if diff is not None:
+        raise WearspecError(f"{out / 'config.yaml'}: this stage was run with different '{diff[0]}' settings "
+                            f"({diff[1]}); resume it with the same config or choose another output folder")
 
 
 @torch.no_grad()

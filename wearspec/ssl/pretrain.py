@@ -21,7 +21,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from wearspec.config import from_dict, to_dict, to_yaml
+from wearspec.config import from_dict, saved_config_difference, to_dict, to_yaml
 from wearspec.data.augment import AugmentConfig, build_sensor_augment, build_spec_augment, make_generator
 from wearspec.data.dataset import ResumableSampler, WindowDataset
 from wearspec.data.frontend import FrontendConfig, build_frontend
@@ -147,17 +147,10 @@ def _select(store: WindowStore, exclude: list[str]) -> np.ndarray:
 
 def _check_same_run(out: Path, cfg: PretrainConfig) -> None:
     """A resumed run must be the same experiment: only runtime settings may change."""
-    saved = out / "config.yaml"
-    if not saved.exists():
-        return
-    import yaml
-
-    old = yaml.safe_load(saved.read_text()) or {}
-    new = to_dict(cfg)
-    for key in new:
-        if key not in ("runtime", "output") and old.get(key) != new[key]:
-            raise WearspecError(f"{saved}: the run in {out} used different '{key}' settings; resume it with the "
-                                "same config or choose another output folder")
+    diff = saved_config_difference(out / "config.yaml", to_dict(cfg), ignore=("runtime", "output"))
+    if diff is not None:
+        raise WearspecError(f"{out / 'config.yaml'}: the run in {out} used different '{diff[0]}' settings "
+                            f"({diff[1]}); resume it with the same config or choose another output folder")
 
 
 def run_pretrain(cfg: PretrainConfig) -> dict:
