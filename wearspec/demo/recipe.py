@@ -23,7 +23,6 @@ demo sets their store, output, checkpoint and split fields, and the student's ba
 from __future__ import annotations
 
 import copy
-import importlib.util
 import io
 import json
 import os
@@ -373,25 +372,16 @@ def step_stream(cfg: DemoConfig, out: Path, done: dict) -> dict:
     return result
 
 
-def _engine_skip_reason() -> str | None:
-    if importlib.util.find_spec("tensorrt") is None:
-        return "tensorrt is not installed (it is built on the target device, e.g. a Jetson: see docs/jetson.md)"
-    import torch
-
-    if not torch.cuda.is_available():
-        return "no CUDA GPU is visible"
-    return None
-
-
 def step_engine(cfg: DemoConfig, out: Path, done: dict) -> dict:
-    reason = _engine_skip_reason()
-    if reason is not None:
-        _say(f"engine: skipped: {reason}")
-        return {"built": False, "skipped": reason}
     from wearspec.deploy.runtime.backends import load_backend
     from wearspec.deploy.runtime.bench import benchmark
-    from wearspec.deploy.runtime.trt import build_engine_from_bundle
+    from wearspec.deploy.runtime.trt import build_engine_from_bundle, tensorrt_unavailable_reason
 
+    reason = tensorrt_unavailable_reason()
+    if reason is not None:
+        reason += " (engines are built on the target device, e.g. a Jetson: see docs/jetson.md)"
+        _say(f"engine: skipped: {reason}")
+        return {"built": False, "skipped": reason}
     bundle = done["export"]["bundle"]
     meta = build_engine_from_bundle(bundle, precision=cfg.engine.precision, max_batch=max(cfg.engine.batch_sizes))
     be = load_backend(bundle, "tensorrt", precision=cfg.engine.precision)
