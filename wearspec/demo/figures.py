@@ -27,6 +27,7 @@ from wearspec.data.store import WindowStore
 from wearspec.evaluate.plots import new_figure, save_figure
 from wearspec.models.backbones import SpectrogramBackbone
 from wearspec.models.encoder import SpectrogramEncoder, encoder_from_checkpoint
+from wearspec.ssl.losses import match_tokens
 
 
 @torch.no_grad()
@@ -105,8 +106,7 @@ def match_crops(encoder: SpectrogramEncoder, windows: np.ndarray, shift_frac: fl
     s = stride[1] * max(1, int(round(shift_frac * n / stride[1])))
     a, b = spec[..., : n - s], spec[..., s:]
     oa, ob = encoder.backbone(a), encoder.backbone(b)
-    ta, tb = (torch.nn.functional.normalize(o.tokens, dim=-1) for o in (oa, ob))
-    match = (tb @ ta.transpose(1, 2)).argmax(-1).numpy()  # (B, L_b): best A token of each B token
+    match = match_tokens(ob.tokens, oa.tokens).numpy()  # (B, L_b): the region loss's best A token of each B token
     ca, cb = _token_centres(oa.grid, stride, 0.0), _token_centres(ob.grid, stride, float(s))
     step = np.asarray(stride, dtype=np.float64)
     inside = cb[:, 1] < n - s  # B tokens whose position also lies in A

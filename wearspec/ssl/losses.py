@@ -26,8 +26,8 @@ from torch import Tensor, nn
 from wearspec.errors import WearspecError
 from wearspec.ssl.schedules import teacher_temperature_schedule  # noqa: F401  (re-exported)
 
-__all__ = ["DINOLoss", "RegionLoss", "esvit_loss", "koleo_loss", "sinkhorn_knopp", "teacher_temperature_schedule",
-           "global_mean"]
+__all__ = ["CENTERINGS", "DINOLoss", "RegionLoss", "esvit_loss", "koleo_loss", "match_tokens", "sinkhorn_knopp",
+           "teacher_temperature_schedule", "global_mean"]
 
 
 @torch.no_grad()
@@ -81,6 +81,15 @@ def sinkhorn_knopp(logits: Tensor, teacher_temp: float, n_iters: int = 3) -> Ten
     return (q * n).t()
 
 
+@torch.no_grad()
+def match_tokens(queries: Tensor, keys: Tensor, unit: bool = False) -> Tensor:
+    """EsViT region matching: for every query token (B, Lq, D) the index of its most similar key token
+    (B, Lk, D) by cosine similarity → (B, Lq). ``unit``: both are already L2-normalised float tensors."""
+    if not unit:
+        queries, keys = F.normalize(queries.float(), dim=-1), F.normalize(keys.float(), dim=-1)
+    return torch.bmm(queries, keys.transpose(1, 2)).argmax(dim=-1)
+
+
 def koleo_loss(x: Tensor, eps: float = 1e-8) -> Tensor:
     """KoLeo uniformity regulariser (DINOv2; Sablayrolles et al. 2019): x (B, D) → scalar.
 
@@ -99,6 +108,9 @@ def koleo_loss(x: Tensor, eps: float = 1e-8) -> Tensor:
             nearest = sim.argmax(dim=1)  # the closest other row (largest cosine)
         dist_nn = (z - z[nearest]).norm(dim=-1)
         return -torch.log(dist_nn + eps).mean()
+
+
+CENTERINGS = ("ema", "sinkhorn")  # DINOLoss teacher targets: EMA center (DINO) or Sinkhorn-Knopp (DINOv2)
 
 
 class _CenteredLoss(nn.Module):
@@ -161,8 +173,8 @@ class DINOLoss(_CenteredLoss):
     def __init__(self, out_dim: int, n_global: int = 2, student_temp: float = 0.1, center_momentum: float = 0.9,
                  centering: str = "ema", sinkhorn_iters: int = 3):
         super().__init__(out_dim, n_global, student_temp, center_momentum)
-        if centering not in ("ema", "sinkhorn"):
-            raise WearspecError(f"DINOLoss: centering must be 'ema' or 'sinkhorn', got {centering!r}")
+        if centering not in CENTERINGS:
+            raise WearspecError(f"DINOLoss: centering must be one of {', '.join(CENTERINGS)}, got {centering!r}")
         self.centering, self.sinkhorn_iters = centering, int(sinkhorn_iters)
 
     def forward(self, student_out: Sequence[Tensor], teacher_out: Sequence[Tensor], teacher_temp: float) -> Tensor:
@@ -171,12 +183,11 @@ class DINOLoss(_CenteredLoss):
             return self._forward(student_out, teacher_out, teacher_temp)
 
     def _forward(self, student_out: Sequence[Tensor], teacher_out: Sequence[Tensor], teacher_temp: float) -> Tensor:
+        t = torch.stack(list(teacher_out))                                                # (T, B, K)
         if self.centering == "sinkhorn":
-            stacked = torch.stack(list(teacher_out))                                    # (T, B, K)
-            t = sinkhorn_knopp(stacked.reshape(-1, stacked.shape[-1]), teacher_temp,
-                               self.sinkhorn_iters).view(stacked.shape)
+            t = sinkhorn_knopp(t.reshape(-1, t.shape[-1]), teacher_temp, self.sinkhorn_iters).view(t.shape)
         else:
-            t = self._teacher_probs(torch.stack(list(teacher_out)), teacher_temp)        # (T, B, K)
+            t = self._teacher_probs(t, teacher_temp)
         s = F.log_softmax(torch.stack(list(student_out)).float() / self.student_temp, dim=-1)  # (V, B, K)
         if t.shape[1:] != s.shape[1:] or t.shape[-1] != self.out_dim:
             raise WearspecError(f"DINOLoss: teacher views {tuple(t.shape[1:])} and student views {tuple(s.shape[1:])} "
@@ -243,8 +254,7 @@ class RegionLoss(_CenteredLoss):
             for i in range(n_t):
                 if i == j:
                     continue
-                with torch.no_grad():
-                    match = torch.bmm(s_unit, t_unit[i].transpose(1, 2)).argmax(dim=-1)       # (B, Ls)
+                match = match_tokens(s_unit, t_unit[i], unit=True)                           # (B, Ls)
                 target = t_probs[i].gather(1, match[..., None].expand(-1, -1, self.out_dim))  # (B, Ls, K)
                 loss = -(target * s_logp).sum(-1).mean()
                 total, n_pairs = loss if total is None else total + loss, n_pairs + 1

@@ -30,7 +30,7 @@ from wearspec.errors import WearspecError
 from wearspec.models.backbones import BackboneConfig, build_backbone
 from wearspec.models.encoder import SpectrogramEncoder, encoder_meta
 from wearspec.ssl.heads import DINOHead, cancel_last_layer_gradients
-from wearspec.ssl.losses import DINOLoss, RegionLoss, esvit_loss, koleo_loss
+from wearspec.ssl.losses import CENTERINGS, DINOLoss, RegionLoss, esvit_loss, koleo_loss
 from wearspec.ssl.model import SSLNet, ViewMaker
 from wearspec.ssl.monitor import CollapseMonitor, collapse_stats
 from wearspec.ssl.multicrop import MultiCrop, MultiCropConfig
@@ -117,8 +117,8 @@ class PretrainConfig:
             raise WearspecError(f"runtime.amp: expected none, bf16 or fp16, got {self.runtime.amp!r}")
         if self.optim.epochs < 1 or self.optim.batch_size < 1:
             raise WearspecError("optim.epochs and optim.batch_size: expected ≥ 1")
-        if self.loss.centering not in ("ema", "sinkhorn"):
-            raise WearspecError(f"loss.centering: expected ema or sinkhorn, got {self.loss.centering!r}")
+        if self.loss.centering not in CENTERINGS:
+            raise WearspecError(f"loss.centering: expected {' or '.join(CENTERINGS)}, got {self.loss.centering!r}")
         if self.loss.sinkhorn_iters < 1:
             raise WearspecError(f"loss.sinkhorn_iters: expected ≥ 1, got {self.loss.sinkhorn_iters}")
         if not self.loss.koleo_weight >= 0:
