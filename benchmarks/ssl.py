@@ -141,6 +141,8 @@ def probe(run_dir: Path, store: Path, out: Path, which: str, split: dict, overri
                        "subject_macro_f1": r["subject_summary"]["macro_f1"]}
     sel = report["linear"]["selection"][0]
     res["linear"]["selected"] = {"lr": sel["lr"], "weight_decay": sel["weight_decay"], "val_macro_f1": sel["score"]}
+    for method in ("knn", "linear"):  # the feature set each split chose on validation (avgpool=auto)
+        res[method]["features"] = [s["features"] for s in report[method]["selection"]]
     return res
 
 

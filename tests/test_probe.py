@@ -97,6 +97,65 @@ def test_holdout_end_to_end_and_cache(store, tmp_path, capsys, monkeypatch):
     assert not [f for f in os.listdir(out) if f.startswith(".")]
 
 
+class ViTLike(StandIn):
+    """CLS columns carry only noise; the mean-patch-token column (appended with ``avgpool``) the signal."""
+
+    def __init__(self):
+        super().__init__(d=4)
+        self.avgpool_seen = []
+
+    def probe_features(self, x_raw, n_last=1, avgpool=False):
+        self.calls += 1
+        self.avgpool_seen.append(avgpool)
+        noise = torch.randn(x_raw.shape[0], 4 * n_last, generator=torch.Generator().manual_seed(self.calls))
+        return torch.cat([noise] + ([x_raw.flatten(1) @ self.proj] if avgpool else []), dim=1)
+
+    def probe_dim(self, n_last=1, avgpool=False):
+        return 4 * (n_last + int(avgpool))
+
+
+def test_avgpool_auto_chooses_on_validation(store, tmp_path):
+    split = {"mode": "kfold", "k": 4, "val_fraction": 0.2}
+    enc = ViTLike()
+    report = run_probe(_cfg(store, tmp_path / "auto", split=split, n_last=2, avgpool="auto"), encoder=enc, meta=META,
+                       verbose=False)
+    assert set(enc.avgpool_seen) == {True}  # extracted once with the patch mean, the CLS set is its leading columns
+    assert report["features"]["sets"] == {"cls": 8, "cls+avgpool": 12} and report["features"]["avgpool"] == "auto"
+    for method in ("knn", "linear"):
+        sels = report[method]["selection"]
+        assert len(sels) == 4 and {s["features"] for s in sels} == {"cls+avgpool"}  # the signal wins everywhere
+        for s in sels:  # both sets were scored on validation, the chosen one is the better
+            scores = s["features_val_macro_f1"]
+            assert set(scores) == {"cls", "cls+avgpool"} and scores["cls+avgpool"] > scores["cls"]
+        assert report[method]["pooled"]["accuracy"] > 0.9
+    # false (the default): the CLS features only, nothing to choose; the noise is all the probe gets
+    off = run_probe(_cfg(store, tmp_path / "off", split=split, n_last=2), encoder=ViTLike(),
+                    meta=META, verbose=False)
+    assert off["features"]["sets"] == {"cls": 8}
+    assert {s["features"] for s in off["linear"]["selection"]} == {"cls"}
+    assert "features_val_macro_f1" not in off["linear"]["selection"][0]
+    assert off["linear"]["pooled"]["accuracy"] < 0.7
+    # no validation windows: nothing to choose on, the first set (CLS only) is kept
+    pre = run_probe(_cfg(store, tmp_path / "pre", split={"mode": "predefined"}, n_last=2, avgpool="auto"),
+                    encoder=ViTLike(),
+                    verbose=False)
+    assert pre["linear"]["selection"][0]["features"] == "cls" and pre["knn"]["selection"][0]["features"] == "cls"
+    # an encoder whose features do not grow with avgpool (Swin; or no probe_dim): one set
+    assert probe_mod.feature_sets(_cfg(store, tmp_path / "x", avgpool="auto"), StandIn(), 12) == [("cls", 12)]
+
+
+def test_choose_features_ties_and_missing_scores():
+    sets = [("a", 3), ("b", 5)]
+    fits = []
+    name, cols, fitted, scores = probe_mod.choose_features(sets, lambda c: fits.append(c) or f"m{c}",
+                                                           lambda m, c: 0.5)
+    assert (name, cols, fitted, fits) == ("a", 3, "m3", [3, 5]) and scores == {"a": 0.5, "b": 0.5}  # tie: first
+    name, *_ = probe_mod.choose_features(sets, lambda c: c, lambda m, c: {3: float("nan"), 5: 0.1}[c])
+    assert name == "b"  # a finite score beats none
+    name, *_ = probe_mod.choose_features(sets, lambda c: c, lambda m, c: 0.9 if c == 3 else 0.2)
+    assert name == "a"
+
+
 def test_kfold_aggregates_every_subject_once(store, tmp_path):
     cfg = _cfg(store, tmp_path / "kf", split={"mode": "kfold", "k": 4, "val_fraction": 0.2})
     enc = StandIn()
@@ -170,3 +229,8 @@ def test_config_from_yaml_and_overrides(tmp_path):
     y.write_text("store: s\noutput: o\nsplit:\n  mode: kfold\n  k: 3\nlinear:\n  lrs: [0.01, 0.1]\n")
     cfg = load_config(ProbeConfig, y, ["linear.epochs=5", "n_last=1"])
     assert cfg.split.k == 3 and cfg.linear.lrs == [0.01, 0.1] and cfg.linear.epochs == 5 and cfg.n_last == 1
+    assert cfg.avgpool is False  # the default: CLS tokens only
+    assert load_config(ProbeConfig, y, ["avgpool=true"]).avgpool is True
+    assert load_config(ProbeConfig, y, ["avgpool=auto"]).avgpool == "auto"
+    with pytest.raises(WearspecError, match="avgpool"):
+        load_config(ProbeConfig, y, ["avgpool=sometimes"])

@@ -28,6 +28,10 @@ T = TypeVar("T")
 
 
 def _type_name(tp: Any) -> str:
+    if tp is bool:
+        return "true or false"
+    if typing.get_origin(tp) is typing.Literal:
+        return " or ".join(map(str, typing.get_args(tp)))
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 

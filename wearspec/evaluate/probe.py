@@ -10,7 +10,8 @@ Read top to bottom, :func:`run_probe`:
 3. extracts features of every labelled window once and caches them under ``<output>/features/``
    (keyed by the encoder weights, the feature options and the store), so re-runs reuse them;
 4. per split: weighted k-NN (bank = training windows) and the linear-probe sweep, selected on
-   validation macro-F1 only; test predictions come last;
+   validation macro-F1 only; with ``avgpool=auto`` (a ViT) each of the two also chooses on validation
+   between the CLS features and CLS + mean patch token; test predictions come last;
 5. pools the test predictions of all folds (every subject is tested exactly once in k-fold/LOSO)
    into one report: pooled and per-subject accuracy, macro-F1 and κ with mean ± SD over subjects,
    per-class F1, confusion matrices; writes ``confusion_{knn,linear}.png``,
@@ -24,6 +25,7 @@ import hashlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Literal, Union
 
 import numpy as np
 import torch
@@ -42,7 +44,7 @@ from wearspec.evaluate.features import (
 )
 from wearspec.evaluate.knn import knn_predict
 from wearspec.evaluate.linear import LinearProbeConfig, fit_linear_probe
-from wearspec.evaluate.metrics import METRICS, classification_report, format_mean_sd
+from wearspec.evaluate.metrics import METRICS, classification_report, format_mean_sd, macro_f1
 from wearspec.evaluate.plots import plot_confusion, plot_per_subject
 from wearspec.utils.io import jsonable, write_json
 
@@ -59,7 +61,10 @@ class ProbeConfig:
     output: str = ""  # report folder
     which: str = "teacher"  # teacher | student | random (a randomly initialised baseline)
     n_last: int = 4  # features from the last n blocks (ViT: CLS tokens; Swin: pooled stages)
-    avgpool: bool = False  # ViT: also append the mean patch token
+    # ViT: also append the mean patch token of the last block (true), or not (false: DINO's ViT-S protocol), or
+    # let each split's validation subjects choose, for the k-NN and the linear probe each (auto); Swin features
+    # are average-pooled already
+    avgpool: Union[bool, Literal["auto"]] = False
     split: SplitConfig = field(default_factory=SplitConfig)
     knn_k: int = 20  # neighbours of the weighted k-NN
     knn_temperature: float = 0.07  # vote weight exp(cosine similarity / T)
@@ -126,6 +131,34 @@ def _store_identity(store: WindowStore) -> dict:
     return {"path": str(store.path.resolve()), "manifest_and_shards": h.hexdigest()[:16]}
 
 
+def feature_sets(cfg: ProbeConfig, encoder: torch.nn.Module, dim: int) -> list[tuple[str, int]]:
+    """The candidate feature sets as (name, leading columns) of the extracted (N, ``dim``) features.
+
+    One set unless ``avgpool=auto`` and the encoder's features grow with ``avgpool`` (a ViT): then
+    ``cls`` (the CLS tokens only) and ``cls+avgpool`` (all columns, the mean patch token last)."""
+    name = "cls+avgpool" if cfg.avgpool is True else "cls"
+    probe_dim = getattr(encoder, "probe_dim", None)
+    if cfg.avgpool != "auto" or probe_dim is None:
+        return [(name, dim)]
+    extra = probe_dim(cfg.n_last, True) - probe_dim(cfg.n_last, False)
+    return [("cls", dim - extra), ("cls+avgpool", dim)] if extra > 0 else [("features", dim)]
+
+
+def choose_features(sets: list[tuple[str, int]], fit: Callable[[int], object],
+                    val_score: Callable[[object, int], float]) -> tuple[str, int, object, dict]:
+    """Fit once per feature set and keep the best validation score (ties and no score: the first).
+
+    Returns (name, columns, fitted, {name: validation score})."""
+    best, scores = None, {}
+    for name, cols in sets:
+        fitted = fit(cols)
+        score = val_score(fitted, cols) if len(sets) > 1 else float("nan")
+        scores[name] = score
+        if best is None or (math.isfinite(score) and not score <= best[3]):
+            best = (name, cols, fitted, score if math.isfinite(score) else -math.inf)
+    return best[0], best[1], best[2], scores
+
+
 def _table(report: dict) -> str:
     head = f"{'method':<8}{'accuracy':>10}{'macro-F1':>10}{'kappa':>8}   {'subject macro-F1':>18}{'subject kappa':>18}"
     lines = [head]
@@ -134,9 +167,10 @@ def _table(report: dict) -> str:
         p, s = r["pooled"], r["subject_summary"]
         lines.append(f"{'k-NN' if method == 'knn' else 'linear':<8}{p['accuracy']:>10.3f}{p['macro_f1']:>10.3f}"
                      f"{p['kappa']:>8.3f}   {format_mean_sd(s['macro_f1']):>18}{format_mean_sd(s['kappa']):>18}")
-    for sel in report["linear"]["selection"]:
-        lines.append(f"linear probe {sel['split']}: lr={sel['lr']:g} weight_decay={sel['weight_decay']:g} "
-                     f"({sel['selected_on']} macro-F1 {sel['score']:.3f})")
+    for sel, ksel in zip(report["linear"]["selection"], report["knn"]["selection"]):
+        lines.append(f"linear probe {sel['split']}: {sel['features']}, lr={sel['lr']:g} "
+                     f"weight_decay={sel['weight_decay']:g} ({sel['selected_on']} macro-F1 {sel['score']:.3f}); "
+                     f"k-NN: {ksel['features']}")
     return "\n".join(lines)
 
 
@@ -180,33 +214,46 @@ def run_probe(cfg: ProbeConfig, encoder: torch.nn.Module | None = None, meta: di
     needed = np.unique(np.concatenate([np.concatenate([s.train, s.val, s.test]) for s in splits]))
     device = resolve_device(cfg.device)
     encoder.to(device)
-    key = cache_key(encoder=hash_module(encoder), which=cfg.which, n_last=cfg.n_last, avgpool=cfg.avgpool,
+    avgpool = cfg.avgpool is not False  # "auto" extracts both and lets validation choose per split
+    key = cache_key(encoder=hash_module(encoder), which=cfg.which, n_last=cfg.n_last, avgpool=avgpool,
                     store=_store_identity(store), indices=hash_array(needed))
-    fn = functools.partial(encoder.probe_features, n_last=cfg.n_last, avgpool=cfg.avgpool)
+    fn = functools.partial(encoder.probe_features, n_last=cfg.n_last, avgpool=avgpool)
     cache = FeatureCache(out / "features")
     (feats, labels, _), hit = cache.get_or_compute(
         key, lambda: extract_features(fn, store, needed, cfg.batch_size, device))
     if verbose:
         print(f"features: {feats.shape[0]} windows × {feats.shape[1]} dims "
               f"({'cached' if hit else 'computed'}: {cache.path(key)})")
+    sets = feature_sets(cfg, encoder, feats.shape[1])
 
     def at(idx: np.ndarray) -> np.ndarray:
         return np.searchsorted(needed, idx)
 
     # 3. per split: k-NN and linear probe (selection on validation only, test last)
-    test_idx, knn_pred, lin_pred, selection, fold_reports = [], [], [], [], []
+    test_idx, knn_pred, lin_pred, selection, knn_selection, fold_reports = [], [], [], [], [], []
     for sp in splits:
         tr, va = at(sp.train), at(sp.val)
-        probe = fit_linear_probe(feats[tr], labels[tr], feats[va], labels[va], n_classes, cfg.linear,
-                                 seed=cfg.seed, device=device)
+
+        def knn(cols: int, query: np.ndarray) -> np.ndarray:
+            return knn_predict(feats[tr, :cols], labels[tr], feats[query, :cols], cfg.knn_k, cfg.knn_temperature,
+                               n_classes, device=device)[0]
+
+        lin_set, lin_cols, probe, lin_scores = choose_features(
+            sets, lambda cols: fit_linear_probe(feats[tr, :cols], labels[tr], feats[va, :cols], labels[va],
+                                                n_classes, cfg.linear, seed=cfg.seed, device=device),
+            lambda p, cols: p.val_macro_f1 if p.selected_on == "val" else float("nan"))
+        knn_set, knn_cols, _, knn_scores = choose_features(
+            sets, lambda cols: None, lambda _, cols: macro_f1(labels[va], knn(cols, va)) if va.size else float("nan"))
         te = at(sp.test)  # test windows are first touched here, after model selection
-        kp, _ = knn_predict(feats[tr], labels[tr], feats[te], cfg.knn_k, cfg.knn_temperature, n_classes,
-                            device=device)
-        lp, _ = probe.predict(feats[te])
+        kp = knn(knn_cols, te)
+        lp, _ = probe.predict(feats[te, :lin_cols])
         test_idx.append(sp.test)
         knn_pred.append(kp)
         lin_pred.append(lp)
-        selection.append({"split": sp.name, **probe.selection()})
+        selection.append({"split": sp.name, "features": lin_set, **probe.selection(),
+                          **({"features_val_macro_f1": lin_scores} if len(sets) > 1 else {})})
+        knn_selection.append({"split": sp.name, "features": knn_set,
+                              **({"features_val_macro_f1": knn_scores} if len(sets) > 1 else {})})
         y, subj = labels[te], store.subjects[sp.test]
         fold_reports.append({
             **sp.describe(store.subject_names),
@@ -219,7 +266,7 @@ def run_probe(cfg: ProbeConfig, encoder: torch.nn.Module | None = None, meta: di
     y_test, s_test = store.labels[ti], store.subjects[ti]
     knn_report = classification_report(y_test, np.concatenate(knn_pred), s_test, store.label_names, store.subject_names)
     lin_report = classification_report(y_test, np.concatenate(lin_pred), s_test, store.label_names, store.subject_names)
-    knn_report.update(k=cfg.knn_k, temperature=cfg.knn_temperature, bank="train")
+    knn_report.update(k=cfg.knn_k, temperature=cfg.knn_temperature, bank="train", selection=knn_selection)
     lin_report["selection"] = selection
 
     report = jsonable({
@@ -230,7 +277,7 @@ def run_probe(cfg: ProbeConfig, encoder: torch.nn.Module | None = None, meta: di
         "which": cfg.which,
         "encoder": meta or {},
         "features": {"windows": int(feats.shape[0]), "dim": int(feats.shape[1]), "n_last": cfg.n_last,
-                     "avgpool": cfg.avgpool, "cache": str(cache.path(key))},
+                     "avgpool": cfg.avgpool, "sets": dict(sets), "cache": str(cache.path(key))},
         "labels": store.label_names,
         "metrics": list(METRICS),
         "splits": fold_reports,
