@@ -21,8 +21,8 @@ validation subjects and report once on the test subjects (the same ``split.test_
 
 ``--kfold K``: a reading that rests on every labelled subject instead of 8: pretraining sees only the
 unlabelled subjects, and the two probes run K-fold cross-validation by subject over all labelled subjects
-(a quarter of each fold's other subjects validate), predictions pooled. No supervised run (see the one-split
-mode). The pretraining pool is smaller (no training subjects), so ``--budget-min`` must grow for the same
+(a quarter of each fold's other subjects validate), predictions pooled; the supervised model trains once per
+fold on the same subjects (``--skip supervised`` leaves it out: 3 models cost ~3× the one split's). The pretraining pool is smaller (no training subjects), so ``--budget-min`` must grow for the same
 number of steps (24 unlabelled subjects: 15 gives about the 1280 steps of the one-split mode's 10).
 
 ``--tune``: the mode used to tune the recipe. The test subjects are never touched (not probed, not
@@ -84,6 +84,7 @@ if not _IMPORTED_AS_SSL:  # as the stand-in for the standard library's ssl, defi
     from wearspec.data.frontend import build_frontend
     from wearspec.data.store import StoreWriter, WindowStore
     from wearspec.evaluate.metrics import classification_report, format_mean_sd, macro_f1
+    from wearspec.data.splits import make_splits
     from wearspec.evaluate.probe import ProbeConfig, SplitConfig, run_probe
     from wearspec.models.backbones import BackboneConfig, build_backbone
     from wearspec.models.encoder import SpectrogramEncoder
@@ -154,14 +155,43 @@ SUPERVISED_AUGMENT = dict(rotation_p=0.5, rotation_max_deg=30.0, scaling_p=0.5, 
                           freq_mask_p=0.3, freq_masks=1, freq_mask_width=2, noise_p=0.5)
 
 
+def supervised_folds(store: WindowStore, split: dict) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(train, val, test) windows per fold: the one split, or in k-fold mode the probe's own folds (the same
+    ``make_splits`` call on the same store, so every method sees the same subjects)."""
+    if not split.get("probe_kfold") or split["train"]:
+        return [tuple(windows_of(store, split[k]) for k in ("train", "val", "test"))]
+    cfg = SplitConfig(mode="kfold", k=split["probe_kfold"], val_fraction=split["probe_val_fraction"], seed=0)
+    return [(sp.train, sp.val, sp.test) for sp in make_splits(store, np.flatnonzero(store.labels >= 0), cfg)]
+
+
 def supervised(arch_cfg: PretrainConfig, store: WindowStore, split: dict, seed: int, hp: dict) -> dict:
     """The pretraining config's front end and backbone, a linear head on the pooled feature, trained with
     cross-entropy on the training subjects; the epoch with the best validation macro-F1 is evaluated on
-    the test subjects (early stop after ``patience`` epochs without improvement)."""
-    torch.manual_seed(seed)
-    tr, va, te = (windows_of(store, split[k]) for k in ("train", "val", "test"))
+    the test subjects (early stop after ``patience`` epochs without improvement). In k-fold mode one model
+    per fold, the test predictions pooled."""
     x_all = torch.from_numpy(store.read_batch(np.arange(len(store))))
     y_all = torch.from_numpy(store.labels.astype(np.int64))
+    tests, preds, folds = [], [], []
+    with Timer() as t:
+        for tr, va, te in supervised_folds(store, split):
+            pred, info = train_supervised(arch_cfg, store, x_all, y_all, (tr, va, te), seed, hp)
+            tests.append(te)
+            preds.append(pred)
+            folds.append(info)
+    te = np.concatenate(tests)
+    rep = classification_report(y_all[te].numpy(), np.concatenate(preds), store.subjects[te], store.label_names,
+                                store.subject_names)
+    one = folds[0] if len(folds) == 1 else {}
+    return {"wall_s": t.wall, "cpu_s": t.cpu, **one, "folds": folds, "macro_f1": rep["pooled"]["macro_f1"],
+            "accuracy": rep["pooled"]["accuracy"], "subject_macro_f1": rep["subject_summary"]["macro_f1"],
+            "hyper_parameters": {k: v for k, v in hp.items()}}
+
+
+def train_supervised(arch_cfg: PretrainConfig, store: WindowStore, x_all: torch.Tensor, y_all: torch.Tensor,
+                     windows: tuple[np.ndarray, np.ndarray, np.ndarray], seed: int, hp: dict) -> tuple[np.ndarray, dict]:
+    """One model on (train, val, test) windows: (test predictions, {epochs_run, best_epoch, val_macro_f1, ...})."""
+    torch.manual_seed(seed)
+    tr, va, te = windows
     n_classes = len(store.label_names)
     frontend = build_frontend(arch_cfg.frontend, store.rate, store.window, store.channels)
     fit = np.random.default_rng(seed).permutation(tr)[: arch_cfg.frontend.fit_windows]
@@ -186,36 +216,32 @@ def supervised(arch_cfg: PretrainConfig, store: WindowStore, split: dict, seed: 
         return torch.cat(out).numpy()
 
     best, best_state, best_epoch, history, step = -1.0, None, -1, [], 0
-    with Timer() as t:
-        for epoch in range(hp["epochs"]):
-            model.train()
-            order = order_rng.permutation(tr)
-            for k in range(steps_per_epoch):
-                idx = np.sort(order[k * hp["batch_size"]:(k + 1) * hp["batch_size"]])
-                for g in optimizer.param_groups:
-                    g["lr"] = float(lr_s[step])
-                with torch.no_grad():
-                    spec = spec_aug(frontend(sensor_aug(x_all[idx], gen)), gen)
-                logits = model["head"](encoder.backbone(spec).pooled)
-                loss = F.cross_entropy(logits, y_all[idx], label_smoothing=hp["label_smoothing"])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), hp["clip_grad"])
-                optimizer.step()
-                step += 1
-            score = macro_f1(y_all[va].numpy(), predict(va))
-            history.append(round(score, 4))
-            if score > best:
-                best, best_epoch, best_state = score, epoch, copy.deepcopy(model.state_dict())
-            elif epoch - best_epoch >= hp["patience"]:
-                break
-        model.load_state_dict(best_state)
-        pred = predict(te)  # the test subjects, once, with the model chosen on validation
-    rep = classification_report(y_all[te].numpy(), pred, store.subjects[te], store.label_names, store.subject_names)
-    return {"wall_s": t.wall, "cpu_s": t.cpu, "epochs_run": len(history), "best_epoch": best_epoch + 1,
-            "val_macro_f1": best, "val_history": history, "macro_f1": rep["pooled"]["macro_f1"],
-            "accuracy": rep["pooled"]["accuracy"], "subject_macro_f1": rep["subject_summary"]["macro_f1"],
-            "hyper_parameters": {k: v for k, v in hp.items()}}
+    for epoch in range(hp["epochs"]):
+        model.train()
+        order = order_rng.permutation(tr)
+        for k in range(steps_per_epoch):
+            idx = np.sort(order[k * hp["batch_size"]:(k + 1) * hp["batch_size"]])
+            for g in optimizer.param_groups:
+                g["lr"] = float(lr_s[step])
+            with torch.no_grad():
+                spec = spec_aug(frontend(sensor_aug(x_all[idx], gen)), gen)
+            logits = model["head"](encoder.backbone(spec).pooled)
+            loss = F.cross_entropy(logits, y_all[idx], label_smoothing=hp["label_smoothing"])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), hp["clip_grad"])
+            optimizer.step()
+            step += 1
+        score = macro_f1(y_all[va].numpy(), predict(va))
+        history.append(round(score, 4))
+        if score > best:
+            best, best_epoch, best_state = score, epoch, copy.deepcopy(model.state_dict())
+        elif epoch - best_epoch >= hp["patience"]:
+            break
+    model.load_state_dict(best_state)
+    pred = predict(te)  # the test subjects, once, with the model chosen on validation
+    return pred, {"epochs_run": len(history), "best_epoch": best_epoch + 1, "val_macro_f1": best,
+                  "val_history": history}
 
 
 # -- report -------------------------------------------------------------------------------------------
@@ -237,8 +263,9 @@ def table(results: dict) -> str:
               "|---|---|---|---|---|---|"]
     for arch, r in results.items():
         p, s = r["pretrain"], r.get("supervised")
-        sup = (f"{s['wall_s'] / 60:.1f} min ({s['cpu_s'] / 60:.1f} CPU-min), {s['epochs_run']} epochs, best "
-               f"{s['best_epoch']}" if s else "–")
+        sup = (f"{s['wall_s'] / 60:.1f} min ({s['cpu_s'] / 60:.1f} CPU-min), "
+               f"{'/'.join(str(f['epochs_run']) for f in s['folds'])} epochs, best "
+               f"{'/'.join(str(f['best_epoch']) for f in s['folds'])}" if s else "–")
         lines.append(f"| {arch} | {p['wall_s'] / 60:.1f} min ({p['cpu_s'] / 60:.1f} CPU-min) "
                      f"| {p['steps']} × {p['config']['optim']['batch_size']} | {r['ssl']['wall_s']:.0f} s "
                      f"| {r['random']['wall_s']:.0f} s | {sup} |")
@@ -285,8 +312,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--set", action="append", default=[], metavar="[vit:|swin:|probe:|supervised:]KEY=VALUE",
                     help="override a pretraining (vit/swin), probe or supervised (lr=, epochs=, augment.X=) setting")
     ap.add_argument("--kfold", type=int, default=0,
-                    help="K ≥ 2: pretrain on the unlabelled subjects only and probe (SSL vs random init) on K subject "
-                         "folds over every labelled subject; no supervised run (it needs the one split)")
+                    help="K ≥ 2: pretrain on the unlabelled subjects only; the probes (SSL, random init) and the "
+                         "supervised model run on the same K subject folds over every labelled subject")
     ap.add_argument("--skip", default="", help="comma-separated phases to skip: ssl, random, supervised")
     ap.add_argument("--reuse", action="store_true", help="reuse a finished pretraining run with the same config")
     args = ap.parse_args(argv)
@@ -304,7 +331,6 @@ def main(argv: list[str] | None = None) -> dict:
         labelled = sorted(split["train"] + split["val"] + split["test"])
         split = {"train": [], "val": [], "test": labelled, "pretrain_excluded": labelled,
                  "probe_kfold": args.kfold, "probe_val_fraction": 0.25}
-        skip.add("supervised")
     probe_store = args.out / "store"
     if args.tune:  # the probe's folds span every labelled subject of its store: keep the test subjects out
         probe_store = labelled_subset(store, split["probe_subjects"], args.out / "store_tune")
@@ -347,13 +373,15 @@ def main(argv: list[str] | None = None) -> dict:
                   f"{r['random']['linear']['macro_f1']:.3f}", flush=True)
         if "supervised" not in skip:
             r["supervised"] = supervised(cfg, store, split, seed=0, hp=hp)
-            print(f"supervised: {r['supervised']['macro_f1']:.3f} (val {r['supervised']['val_macro_f1']:.3f}, "
-                  f"best epoch {r['supervised']['best_epoch']}/{r['supervised']['epochs_run']}, "
+            folds = r["supervised"]["folds"]
+            print(f"supervised: {r['supervised']['macro_f1']:.3f} (val "
+                  f"{'/'.join(format(f['val_macro_f1'], '.3f') for f in folds)}, best epoch "
+                  f"{', '.join(str(f['best_epoch']) + '/' + str(f['epochs_run']) for f in folds)}, "
                   f"{r['supervised']['wall_s'] / 60:.1f} min)", flush=True)
         results[arch] = r
 
     complete = {a: r for a, r in results.items()
-                if {"ssl", "random", "pretrain"} <= set(r) and ("supervised" in r or args.kfold)}
+                if {"ssl", "random", "pretrain"} <= set(r) and ("supervised" in r or "supervised" in skip)}
     if complete:
         where = ("tuning: probes 4-fold over the 16 non-test subjects, supervised on the 4 validation subjects"
                  if args.tune else f"{args.kfold} subject folds over all {len(split['test'])} labelled subjects "
