@@ -22,6 +22,9 @@ for the model.
 
     python benchmarks/augment_path.py [--config configs/pretrain_vit_tiny.yaml] [--steps 6] [--rounds 3]
                                       [--batch-size 64] [--workers 1] [--threads 1] [--json PATH]
+    # on a GPU: the model step is fast there, so the CPU's per-sample view making is what limits it
+    python benchmarks/augment_path.py --device cuda --amp bf16 --config configs/pretrain_vit_small_gpu.yaml \
+                                      --batch-size 256 --workers 4 --threads 4 --steps 20
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ from wearspec.data.dataset import WindowDataset  # noqa: E402
 from wearspec.data.frontend import build_frontend  # noqa: E402
 from wearspec.data.prepare import prepare  # noqa: E402
 from wearspec.data.store import WindowStore  # noqa: E402
+from wearspec.evaluate.features import resolve_device  # noqa: E402
 from wearspec.models.backbones import BackboneConfig, build_backbone  # noqa: E402
 from wearspec.models.encoder import SpectrogramEncoder  # noqa: E402
 from wearspec.ssl.heads import DINOHead  # noqa: E402
@@ -178,18 +182,22 @@ def build(cfg: PretrainConfig, store: WindowStore):
     return frontend, student, teacher, multicrop, views
 
 
-def make_step(cfg: PretrainConfig, student: SSLNet, teacher: SSLNet):
-    loss_fn = DINOLoss(cfg.head.out_dim, cfg.crops.n_global, cfg.loss.student_temp, cfg.loss.center_momentum)
+def make_step(cfg: PretrainConfig, student: SSLNet, teacher: SSLNet, amp: str = "none"):
+    """One DINO training step on the views (the recipe's order); returns the loss as a float, which waits for
+    the device, so a step's wall-clock is all of its work. ``amp="bf16"``: autocast as ``runtime.amp=bf16``."""
+    dev = next(student.parameters()).device
+    loss_fn = DINOLoss(cfg.head.out_dim, cfg.crops.n_global, cfg.loss.student_temp, cfg.loss.center_momentum).to(dev)
     no_decay = {f"encoder.backbone.{n}" for n in student.encoder.backbone.no_weight_decay()}
     opt = torch.optim.AdamW(param_groups(student, cfg.optim.weight_decay, no_decay_names=no_decay), lr=1e-4)
     student.train()
     teacher.train(False)
 
     def step(crops: list[torch.Tensor]) -> float:
-        s = student(crops)
-        with torch.no_grad():
-            t = teacher(crops[: cfg.crops.n_global])
-        loss = loss_fn(s["cls"], t["cls"], cfg.loss.teacher_temp)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp == "bf16"):
+            s = student(crops)
+            with torch.no_grad():
+                t = teacher(crops[: cfg.crops.n_global])
+            loss = loss_fn(s["cls"], t["cls"], cfg.loss.teacher_temp)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(student.parameters(), cfg.optim.clip_grad)
@@ -226,6 +234,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median reported)")
     ap.add_argument("--workers", type=int, default=1, help="DataLoader workers of the second per-sample row")
     ap.add_argument("--threads", type=int, default=1, help="torch threads of the training step")
+    ap.add_argument("--device", default="cpu", help="cpu | cuda[:N] | auto: where the model trains and the batched "
+                    "views are made (the per-sample views are always made on the CPU, then copied over)")
+    ap.add_argument("--amp", choices=("none", "bf16"), default="none", help="autocast of the training step")
     ap.add_argument("--store", type=Path, default=None, help="window store (default: the synthetic data, prepared)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
@@ -239,24 +250,29 @@ def main(argv: list[str] | None = None) -> dict:
             prepare("synthetic", None, store_path, PrepareConfig(), progress=False)
         store = WindowStore(store_path)
         frontend, student, teacher, multicrop, view_maker = build(cfg, store)
-        step = make_step(cfg, student, teacher)
-        gen = make_generator(0)
         n_needed = bs * (args.steps + 1)
         idx = np.resize(np.random.default_rng(0).permutation(len(store)), n_needed)
-        raw_loader = lambda: DataLoader(WindowDataset(store, idx), batch_size=bs, shuffle=False, drop_last=True)  # noqa: E731
-        per_sample = PerSampleViews(store, idx, frontend, cfg.augment, cfg.crops, multicrop.view_sizes())
+        per_sample = PerSampleViews(store, idx, frontend, cfg.augment, cfg.crops, multicrop.view_sizes())  # CPU copy
+        dev = resolve_device(args.device)
+        student.to(dev), teacher.to(dev)  # the front end is the student's: the batched views are made on `dev`
+        step = make_step(cfg, student, teacher, args.amp)
+        gen = make_generator(0, dev)
+        pin = dev.type == "cuda"
+        raw_loader = lambda: DataLoader(WindowDataset(store, idx), batch_size=bs, shuffle=False, drop_last=True,  # noqa: E731
+                                        pin_memory=pin)
+        to_dev = lambda b: [v.to(dev, non_blocking=True) for v in b]  # noqa: E731
         paths = {
-            "batched (ViewMaker, on device)": (raw_loader, lambda b: view_maker(b["x"], gen)),
-            "per-sample (Dataset, 0 workers)": (lambda: DataLoader(per_sample, batch_size=bs, num_workers=0),
-                                                lambda b: list(b)),
+            "batched (ViewMaker, on device)": (raw_loader, lambda b: view_maker(b["x"].to(dev, non_blocking=True), gen)),
+            "per-sample (Dataset, 0 workers)": (lambda: DataLoader(per_sample, batch_size=bs, num_workers=0,
+                                                                   pin_memory=pin), to_dev),
             f"per-sample (Dataset, {args.workers} workers)": (
-                lambda: DataLoader(per_sample, batch_size=bs, num_workers=args.workers, prefetch_factor=2),
-                lambda b: list(b)),
+                lambda: DataLoader(per_sample, batch_size=bs, num_workers=args.workers, prefetch_factor=2,
+                                   pin_memory=pin), to_dev),
         }
         if args.workers == 0:
             paths.pop(f"per-sample (Dataset, {args.workers} workers)")
         # the views of both paths have the same shapes
-        shapes_b = [tuple(v.shape) for v in view_maker(torch.from_numpy(store.read_batch(idx[:bs])), gen)]
+        shapes_b = [tuple(v.shape) for v in view_maker(torch.from_numpy(store.read_batch(idx[:bs])).to(dev), gen)]
         shapes_p = [tuple(v.shape) for v in next(iter(DataLoader(per_sample, batch_size=bs)))]
         assert shapes_b == shapes_p, (shapes_b, shapes_p)
         rows: dict[str, list[dict]] = {k: [] for k in paths}
@@ -276,6 +292,7 @@ def main(argv: list[str] | None = None) -> dict:
     base = summary[0]["steps_per_s"]
     print(f"\nmodel {cfg.backbone.name} student + EMA teacher, DINO head out_dim {cfg.head.out_dim}; batch {bs}; "
           f"views {shapes_b[0][2:]} × {cfg.crops.n_global} + {shapes_b[-1][2:]} × {cfg.crops.n_local}; "
+          f"device {dev}{f' ({torch.cuda.get_device_name(dev)})' if dev.type == 'cuda' else ''}, amp {args.amp}; "
           f"torch threads {args.threads}; median of {args.rounds} rounds × {args.steps} steps\n")
     print("| path | training steps/s | windows/s | view making per step | batched speed-up |")
     print("|---|---|---|---|---|")
@@ -285,6 +302,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"| {s['path']} | {s['steps_per_s']:.3f} | {s['windows_per_s']:.1f} | {1e3 * s['view_s_per_step']:.0f} ms "
               f"| {ratio} |")
     result = {"config": str(args.config), "overrides": args.set, "batch_size": bs, "threads": args.threads,
+              "device": str(dev), "amp": args.amp,
               "steps": args.steps, "rounds": args.rounds, "view_shapes": shapes_b, "results": summary}
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
