@@ -140,8 +140,11 @@ def test_avgpool_auto_chooses_on_validation(store, tmp_path):
                     encoder=ViTLike(),
                     verbose=False)
     assert pre["linear"]["selection"][0]["features"] == "cls" and pre["knn"]["selection"][0]["features"] == "cls"
-    # an encoder whose features do not grow with avgpool (Swin; or no probe_dim): one set
-    assert probe_mod.feature_sets(_cfg(store, tmp_path / "x", avgpool="auto"), StandIn(), 12) == [("cls", 12)]
+    # an encoder whose features do not grow with avgpool (Swin), or one without probe_dim: one set
+    swin_like = types.SimpleNamespace(probe_dim=lambda n_last, avgpool: 48)
+    assert probe_mod.feature_sets(_cfg(store, tmp_path / "x", avgpool="auto"), swin_like, 48) == [("pooled", 48)]
+    assert probe_mod.feature_sets(_cfg(store, tmp_path / "x", avgpool="auto"), StandIn(), 12) == [("features", 12)]
+    assert probe_mod.feature_sets(_cfg(store, tmp_path / "x", avgpool=True), ViTLike(), 12) == [("cls+avgpool", 12)]
 
 
 def test_choose_features_ties_and_missing_scores():

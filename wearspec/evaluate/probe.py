@@ -134,14 +134,18 @@ def _store_identity(store: WindowStore) -> dict:
 def feature_sets(cfg: ProbeConfig, encoder: torch.nn.Module, dim: int) -> list[tuple[str, int]]:
     """The candidate feature sets as (name, leading columns) of the extracted (N, ``dim``) features.
 
-    One set unless ``avgpool=auto`` and the encoder's features grow with ``avgpool`` (a ViT): then
-    ``cls`` (the CLS tokens only) and ``cls+avgpool`` (all columns, the mean patch token last)."""
-    name = "cls+avgpool" if cfg.avgpool is True else "cls"
+    A ViT (its features grow with ``avgpool``): ``cls`` (the CLS tokens) or ``cls+avgpool`` (all columns, the
+    mean patch token last), both with ``avgpool=auto``. Swin: ``pooled``. An encoder without ``probe_dim``:
+    ``features``."""
     probe_dim = getattr(encoder, "probe_dim", None)
-    if cfg.avgpool != "auto" or probe_dim is None:
-        return [(name, dim)]
+    if probe_dim is None:
+        return [("features", dim)]
     extra = probe_dim(cfg.n_last, True) - probe_dim(cfg.n_last, False)
-    return [("cls", dim - extra), ("cls+avgpool", dim)] if extra > 0 else [("features", dim)]
+    if extra == 0:
+        return [("pooled", dim)]
+    if cfg.avgpool == "auto":
+        return [("cls", dim - extra), ("cls+avgpool", dim)]
+    return [("cls+avgpool" if cfg.avgpool else "cls", dim)]
 
 
 def choose_features(sets: list[tuple[str, int]], fit: Callable[[int], object],
