@@ -254,7 +254,8 @@ def main(argv: list[str] | None = None) -> dict:
         idx = np.resize(np.random.default_rng(0).permutation(len(store)), n_needed)
         per_sample = PerSampleViews(store, idx, frontend, cfg.augment, cfg.crops, multicrop.view_sizes())  # CPU copy
         dev = resolve_device(args.device)
-        student.to(dev), teacher.to(dev)  # the front end is the student's: the batched views are made on `dev`
+        student.to(dev)  # the front end is the student's: the batched views are made on `dev`
+        teacher.to(dev)
         step = make_step(cfg, student, teacher, args.amp)
         gen = make_generator(0, dev)
         pin = dev.type == "cuda"

@@ -12,7 +12,8 @@ ViT-S and Swin-T with their DINO and region heads, 2 global + 8 local crops) and
 * **FLOPs per step**, counted, not estimated: ``torch.utils.flop_counter.FlopCounterMode`` around two fresh
   runs of ``run_pretrain`` that stop after 1 and 2 steps; the difference is one training step (student
   forward + backward of every view, teacher forward of the global views, heads, losses). The set-up's
-  front-end fit is in both and cancels. Attention is counted through PyTorch's math kernel (the counter
+  front-end fit is in both and cancels. Counted once per config, in fp32 (autocast changes the precision
+  of the same operations, not their number). Attention is counted through PyTorch's math kernel (the counter
   does not see every fused kernel); the FLOPs are the same whatever kernel runs.
 * **MFU** = FLOPs per step × steps/s / peak. Peak: ``--peak-tflops FP32,BF16``, else the dense peak of a
   known GPU by name (H100 SXM / H200: 67 fp32, 989 bf16; H100 PCIe: 51, 756; A100: 19.5, 312 TFLOP/s).
@@ -78,7 +79,6 @@ def run_config(path: Path, store: Path, out: Path, device: str, amp: str, compil
     cfg.store, cfg.output = str(store), str(out)
     if batch_size:
         cfg.optim.batch_size = batch_size
-    cfg.optim.epochs = max(cfg.optim.epochs, 1)
     r = cfg.runtime
     r.device, r.amp, r.compile, r.max_steps, r.log_every = device, amp, compile_, max_steps, log_every
     r.ckpt_every, r.knn_every, r.logger, r.keep_last = 10 ** 9, 0, "console", 1
@@ -88,13 +88,13 @@ def run_config(path: Path, store: Path, out: Path, device: str, amp: str, compil
     return cfg
 
 
-def flops_per_step(path: Path, store: Path, work: Path, device: str, amp: str, batch_size: int,
-                   overrides: list[str]) -> int:
-    """Model FLOPs of one training step: counted runs of 2 and 1 steps, subtracted (see the module docstring)."""
+def flops_per_step(path: Path, store: Path, work: Path, device: str, batch_size: int, overrides: list[str]) -> int:
+    """Model FLOPs of one training step: counted runs of 2 and 1 steps, subtracted (see the module docstring).
+    Counted once per config, in fp32: autocast changes the precision of the same operations, not their count."""
     totals = []
     for steps in (1, 2):
         with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
-            run_config(path, store, work / f"flops{steps}", device, amp, False, steps, 1, batch_size, overrides)
+            run_config(path, store, work / f"flops{steps}", device, "none", False, steps, 1, batch_size, overrides)
         totals.append(counter.get_total_flops())
     return totals[1] - totals[0]
 
@@ -154,9 +154,9 @@ def main(argv: list[str] | None = None) -> dict:
         work = args.out or Path(tmp)
         store = args.store or make_store(work / "store", args.unlabelled, 0).path
         for path in args.configs:
+            check_first_epoch(path, store, args)
+            flops = flops_per_step(path, store, work, str(device), args.batch_size, args.set)
             for amp in amps:
-                check_first_epoch(path, store, args)
-                flops = flops_per_step(path, store, work, str(device), amp, args.batch_size, args.set)
                 for compile_ in ([False, True] if args.compile else [False]):
                     if device.type == "cuda":
                         torch.cuda.reset_peak_memory_stats(device)

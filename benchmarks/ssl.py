@@ -22,8 +22,9 @@ validation subjects and report once on the test subjects (the same ``split.test_
 ``--kfold K``: a reading that rests on every labelled subject instead of 8: pretraining sees only the
 unlabelled subjects, and the two probes run K-fold cross-validation by subject over all labelled subjects
 (a quarter of each fold's other subjects validate), predictions pooled; the supervised model trains once per
-fold on the same subjects (``--skip supervised`` leaves it out: 3 models cost ~3× the one split's). The pretraining pool is smaller (no training subjects), so ``--budget-min`` must grow for the same
-number of steps (24 unlabelled subjects: 15 gives about the 1280 steps of the one-split mode's 10).
+fold on the same subjects (``--skip supervised`` leaves it out: 3 models cost ~3× the one split's). The
+pretraining pool is smaller (no training subjects), so ``--budget-min`` must grow for the same number of
+steps (24 unlabelled subjects: 15 gives about the 1280 steps of the one-split mode's 10).
 
 ``--tune``: the mode used to tune the recipe. The test subjects are never touched (not probed, not
 evaluated). The probes run 4-fold cross-validation by subject over the 16 non-test subjects (so a setting
@@ -123,12 +124,16 @@ def windows_of(store: WindowStore, subjects: list[str], labelled: bool = True) -
 
 
 # -- (a), (b) probes ----------------------------------------------------------------------------------
+def probe_folds(split: dict) -> SplitConfig:
+    """The subject folds of the probes in tuning and ``--kfold`` mode (the supervised model's too in ``--kfold``)."""
+    return SplitConfig(mode="kfold", k=split["probe_kfold"], val_fraction=split.get("probe_val_fraction", 0.15), seed=0)
+
+
 def probe(run_dir: Path, store: Path, out: Path, which: str, split: dict, overrides: list[str]) -> dict:
     cfg = load_config(ProbeConfig, PROBE_CONFIG, overrides)
     cfg.checkpoint, cfg.store, cfg.output, cfg.which, cfg.device = str(run_dir), str(store), str(out), which, "cpu"
-    if split.get("probe_kfold"):  # tuning: 4 folds over the non-test subjects (every one evaluated once)
-        cfg.split = SplitConfig(mode="kfold", k=split["probe_kfold"], val_fraction=split.get("probe_val_fraction", 0.15),
-                                seed=0)
+    if split.get("probe_kfold"):  # tuning / --kfold: folds over the probe store's subjects (each evaluated once)
+        cfg.split = probe_folds(split)
     else:
         cfg.split = SplitConfig(mode="holdout", test_subjects=split["test"], val_subjects=split["val"], seed=0)
     if out.exists():
@@ -160,8 +165,8 @@ def supervised_folds(store: WindowStore, split: dict) -> list[tuple[np.ndarray, 
     ``make_splits`` call on the same store, so every method sees the same subjects)."""
     if not split.get("probe_kfold") or split["train"]:
         return [tuple(windows_of(store, split[k]) for k in ("train", "val", "test"))]
-    cfg = SplitConfig(mode="kfold", k=split["probe_kfold"], val_fraction=split["probe_val_fraction"], seed=0)
-    return [(sp.train, sp.val, sp.test) for sp in make_splits(store, np.flatnonzero(store.labels >= 0), cfg)]
+    folds = make_splits(store, np.flatnonzero(store.labels >= 0), probe_folds(split))
+    return [(sp.train, sp.val, sp.test) for sp in folds]
 
 
 def supervised(arch_cfg: PretrainConfig, store: WindowStore, split: dict, seed: int, hp: dict) -> dict:
@@ -188,7 +193,8 @@ def supervised(arch_cfg: PretrainConfig, store: WindowStore, split: dict, seed: 
 
 
 def train_supervised(arch_cfg: PretrainConfig, store: WindowStore, x_all: torch.Tensor, y_all: torch.Tensor,
-                     windows: tuple[np.ndarray, np.ndarray, np.ndarray], seed: int, hp: dict) -> tuple[np.ndarray, dict]:
+                     windows: tuple[np.ndarray, np.ndarray, np.ndarray], seed: int,
+                     hp: dict) -> tuple[np.ndarray, dict]:
     """One model on (train, val, test) windows: (test predictions, {epochs_run, best_epoch, val_macro_f1, ...})."""
     torch.manual_seed(seed)
     tr, va, te = windows
@@ -337,8 +343,9 @@ def main(argv: list[str] | None = None) -> dict:
     role = "val subjects" if args.tune else "test subjects"
     print(f"store: {len(store)} windows ({int((store.labels >= 0).sum())} labelled), {len(store.subject_names)} "
           f"subjects; prepared in {t_data.wall:.1f} s")
-    print(f"split ({'tuning' if args.tune else 'k-fold' if args.kfold else 'final'}): train {split['train']}, val {split['val']}, "
-          f"evaluated {split['test']}; pretraining excludes {split['pretrain_excluded']}")
+    mode_name = "tuning" if args.tune else "k-fold" if args.kfold else "final"
+    print(f"split ({mode_name}): train {split['train']}, val {split['val']}, evaluated {split['test']}; "
+          f"pretraining excludes {split['pretrain_excluded']}")
     hp = dict(SUPERVISED, augment=dict(SUPERVISED_AUGMENT))
     for item in sets.get("supervised", []):
         key, _, value = item.partition("=")
