@@ -60,10 +60,11 @@ from benchmarks._common import (Timer, add_data_args, make_store, pretrain, pret
                                 save_results, subject_split)
 from wearspec.config import from_dict, load_config, to_dict  # noqa: E402
 from wearspec.data.splits import SplitConfig  # noqa: E402
+from wearspec.errors import WearspecError  # noqa: E402
 from wearspec.evaluate.metrics import format_mean_sd, mean_sd  # noqa: E402
 from wearspec.finetune.recipe import FinetuneConfig, label_subset, run_finetune  # noqa: E402
 from wearspec.ssl.pretrain import PretrainConfig  # noqa: E402
-from wearspec.utils.checkpoint import latest_checkpoint, load_checkpoint  # noqa: E402
+from wearspec.utils.checkpoint import check_same_store, latest_checkpoint, load_checkpoint  # noqa: E402
 
 DESEPTR = ROOT / "configs" / "finetune_deseptr.yaml"
 VIT_SSL = ROOT / "configs" / "finetune_vit_ssl.yaml"
@@ -232,14 +233,15 @@ def checked_pretrain(path: Path, split: dict, store) -> dict:
     cfg_file = path / "config.yaml"
     if not cfg_file.is_file() or latest_checkpoint(path / "checkpoints") is None:
         raise SystemExit(f"{path}: not a finished `wearspec pretrain` run (config.yaml and checkpoints/ expected)")
-    recorded = load_checkpoint(latest_checkpoint(path / "checkpoints")).get("data", {}).get("store_fingerprint")
-    here = store.manifest.get("fingerprint")
-    if recorded is None:
+    newest = latest_checkpoint(path / "checkpoints")
+    state = load_checkpoint(newest)
+    if not (state.get("data") or {}).get("store_fingerprint"):
         print(f"warning: {path}: its checkpoints do not record the store they were trained on; cannot check that "
               f"it is this benchmark's store", flush=True)
-    elif recorded != here:
-        raise SystemExit(f"{path}: pretrained on another store (fingerprint {recorded}, this benchmark's store "
-                         f"{here}); pretrain on {store.path}")
+    try:
+        check_same_store(state, store, newest, remedy=f"pretrain on {store.path}")
+    except WearspecError as e:
+        raise SystemExit(str(e))
     excluded = set((yaml.safe_load(cfg_file.read_text()) or {}).get("exclude_subjects") or [])
     leaked = sorted(set(split["pretrain_excluded"]) - excluded)
     if leaked:

@@ -84,14 +84,16 @@ def data_record(store, windows: int) -> dict:
     return {"store_fingerprint": str(store.manifest.get("fingerprint", "")), "windows": int(windows)}
 
 
-def check_same_store(state: dict, store, checkpoint: str | os.PathLike) -> None:
-    """Refuse to resume ``checkpoint`` (loaded as ``state``) on a store other than the one it was trained on
-    (its :func:`data_record`; checkpoints without one pass): a store prepared again at the same path."""
+def check_same_store(state: dict, store, checkpoint: str | os.PathLike, remedy: str = "use a new output folder"
+                     ) -> None:
+    """Refuse to resume (or build on) ``checkpoint`` (loaded as ``state``) with a store other than the one it
+    was trained on (its :func:`data_record`; checkpoints without one pass), e.g. a store prepared again at the
+    same path. ``remedy`` ends the error message."""
     trained_on = (state.get("data") or {}).get("store_fingerprint")
     here = store.manifest.get("fingerprint")
     if trained_on and trained_on != here:
         raise WearspecError(f"{checkpoint}: this run was trained on another store (fingerprint {trained_on}); "
-                            f"{store.path} has {here}: use a new output folder")
+                            f"{store.path} has {here}: {remedy}")
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
