@@ -15,7 +15,7 @@ from wearspec.config import from_dict
 from wearspec.data.frontend import SpectrogramFrontend
 from wearspec.errors import WearspecError
 from wearspec.models import backbones as bb
-from wearspec.models.backbones import BackboneConfig, build_backbone
+from wearspec.models.backbones import BackboneConfig, attention_for_autocast, build_backbone, cpu_autocast_warning
 from wearspec.models.encoder import SpectrogramEncoder, encoder_from_checkpoint, encoder_meta
 
 # tiny overrides keep every test fast; the presets' own sizes are exercised in test_presets_*
@@ -178,6 +178,31 @@ def test_swin_fused_and_plain_attention_agree():
         if isinstance(m, SwinTransformerBlock):
             m.attn.fused_attn = False
     torch.testing.assert_close(b(x).tokens, fused, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["vit", "swin"])
+def test_attention_for_autocast_picks_the_explicit_path_only_on_cpu_autocast(arch):
+    b = tiny(arch, 2, (33, 32), depth=2)
+    flags = lambda: {m.fused_attn for m in b.modules() if hasattr(m, "fused_attn")}  # noqa: E731
+    assert flags() == {True}
+    assert not attention_for_autocast(b, "cpu", None) and flags() == {True}
+    assert not attention_for_autocast(b, "cuda", torch.bfloat16) and flags() == {True}
+    x = torch.randn(2, 2, 33, 12)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fused = b(x).tokens.float()
+        assert attention_for_autocast(b, "cpu", torch.bfloat16) and flags() == {False}
+        explicit = b(x).tokens.float()
+    torch.testing.assert_close(explicit, fused, rtol=0.05, atol=0.05)  # the same attention, in bf16
+
+
+def test_cpu_autocast_warning_only_without_native_bf16(monkeypatch):
+    monkeypatch.setattr(bb.platform, "machine", lambda: "x86_64")
+    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        monkeypatch.setattr(torch.cpu, name, lambda: False, raising=False)
+    assert "no native bf16" in cpu_autocast_warning("cpu", torch.bfloat16)
+    assert cpu_autocast_warning("cpu", None) is None and cpu_autocast_warning("cuda", torch.bfloat16) is None
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    assert cpu_autocast_warning("cpu", torch.bfloat16) is None
 
 
 def test_swin_export_caches_no_traced_masks():

@@ -126,6 +126,9 @@ def test_bad_inputs(store, tmp_path):
         run_pretrain(_cfg(store, tmp_path / "x", "loss.centering=median"))
     with pytest.raises(WearspecError, match="loss.koleo_weight"):
         run_pretrain(_cfg(store, tmp_path / "x", "loss.koleo_weight=-1"))
+    with pytest.raises(WearspecError, match="runtime.amp=fp16 needs a CUDA device"):
+        run_pretrain(_cfg(store, tmp_path / "x", "runtime.amp=fp16"))
+    assert not (tmp_path / "x").exists()
     out = tmp_path / "changed"
     run_pretrain(_cfg(store, out, "optim.epochs=2", "runtime.max_steps=2"))
     with pytest.raises(WearspecError, match="used different 'optim' settings"):
@@ -147,6 +150,29 @@ def test_sinkhorn_targets_and_koleo_train_and_log(store, tmp_path):
     assert len(steps) == summary["steps"] and all(r["loss_koleo"] is not None for r in steps)
     assert all(torch.isfinite(torch.tensor([r["loss"], r["loss_koleo"]])).all() for r in steps)
     assert (out / "teacher_encoder.safetensors").is_file()
+
+
+def test_bf16_on_cpu_trains_through_the_explicit_attention(store, tmp_path, monkeypatch):
+    """bf16 autocast on a CPU: finite losses, and no attention goes through SDPA (its CPU backward is slow in
+    bf16); in float32 SDPA is used."""
+    calls = {"n": 0}
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def counting(*args, **kwargs):
+        calls["n"] += 1
+        return sdpa(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", counting)
+    for amp, arch in (("bf16", "vit"), ("bf16", "swin"), ("none", "vit")):
+        calls["n"] = 0
+        out = tmp_path / f"{amp}_{arch}"
+        extra = ["backbone.name=swin_tiny_cpu"] if arch == "swin" else []
+        summary = run_pretrain(_cfg(store, out, "optim.epochs=1", "runtime.max_steps=2", f"runtime.amp={amp}",
+                                    *extra))
+        assert summary["steps"] == 2
+        steps = [r for r in read_metrics(out / "metrics.jsonl") if "loss" in r]
+        assert steps and all(torch.isfinite(torch.tensor(r["loss"])) for r in steps)
+        assert (calls["n"] == 0) == (amp == "bf16"), (amp, arch, calls["n"])
 
 
 # -- torchrun ------------------------------------------------------------------------------------

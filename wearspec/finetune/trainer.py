@@ -50,6 +50,7 @@ from wearspec.evaluate.metrics import accuracy, classification_report, macro_f1
 from wearspec.evaluate.plots import plot_confusion, plot_training_curves
 from wearspec.utils.io import jsonable
 from wearspec.finetune.losses import WEIGHT_MODES, DistillationLoss
+from wearspec.models.backbones import attention_for_autocast, cpu_autocast_warning
 from wearspec.models.classifier import Classifier, save_classifier
 from wearspec.models.students import StudentOutput
 from wearspec.ssl.schedules import cosine_schedule, param_groups
@@ -276,6 +277,9 @@ def train_stage(st: Stage, dist: du.DistInfo) -> dict[str, Any]:
         if newest:
             log.log(step, event="resumed", checkpoint=newest.name)
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(rt.amp)
+    attention_for_autocast(model, dev.type, amp_dtype)
+    if dist.is_main and (warning := cpu_autocast_warning(dev.type, amp_dtype)):
+        log.info(f"warning: {warning}")
     heads = _Heads(model)
     phase: dict[str, Any] = {"frozen": None, "fwd": heads}
 

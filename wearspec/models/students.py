@@ -49,7 +49,7 @@ from torch import Tensor, nn
 
 from wearspec.config import from_dict
 from wearspec.errors import WearspecError
-from wearspec.models.backbones import PRESETS, BackboneConfig, SpectrogramBackbone
+from wearspec.models.backbones import PRESETS, BackboneConfig, SpectrogramBackbone, set_fused_attn
 from wearspec.models.cnn import CNNConfig, ResNetTeacher
 from wearspec.models.septr import SepTr, SepTrConfig
 from wearspec.utils.checkpoint import load_checkpoint
@@ -340,9 +340,7 @@ class Student(nn.Module):
     def set_fused_attn(self, enabled: bool) -> None:
         """SDPA (default) or the explicit softmax path in every attention (Swin ONNX ``dynamo=True`` export
         needs ``False``; see :meth:`SpectrogramBackbone.set_fused_attn`)."""
-        for m in self.modules():
-            if hasattr(m, "fused_attn"):
-                m.fused_attn = bool(enabled)
+        set_fused_attn(self, enabled)
 
     def fuse(self, out: StudentOutput) -> Tensor:
         """Combine a :class:`StudentOutput` per ``cfg.head_fusion`` (cls alone when there is no dist head)."""

@@ -27,7 +27,7 @@ from wearspec.data.dataset import ResumableSampler, WindowDataset
 from wearspec.data.frontend import FrontendConfig, build_frontend
 from wearspec.data.store import WindowStore
 from wearspec.errors import WearspecError
-from wearspec.models.backbones import BackboneConfig, build_backbone
+from wearspec.models.backbones import BackboneConfig, attention_for_autocast, build_backbone, cpu_autocast_warning
 from wearspec.models.encoder import SpectrogramEncoder, encoder_meta
 from wearspec.ssl.heads import DINOHead, cancel_last_layer_gradients
 from wearspec.ssl.losses import CENTERINGS, DINOLoss, RegionLoss, esvit_loss, koleo_loss
@@ -158,6 +158,8 @@ def run_pretrain(cfg: PretrainConfig) -> dict:
     dist = du.init_distributed(cfg.runtime.device)
     seed_everything(cfg.runtime.seed, dist.rank)
     dev, out = dist.device, Path(cfg.output)
+    if cfg.runtime.amp == "fp16" and dev.type != "cuda":
+        raise WearspecError(f"runtime.amp=fp16 needs a CUDA device (got {dev}); use bf16 or none")
     ckpt_dir = out / "checkpoints"
 
     # -- data ---------------------------------------------------------------------------------
@@ -241,6 +243,10 @@ def run_pretrain(cfg: PretrainConfig) -> dict:
     model = DDP(student) if dist.distributed else student
     fwd_s, fwd_t = (torch.compile(model), torch.compile(teacher)) if cfg.runtime.compile else (model, teacher)
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.runtime.amp)
+    for net in (student, teacher):
+        attention_for_autocast(net, dev.type, amp_dtype)
+    if dist.is_main and (warning := cpu_autocast_warning(dev.type, amp_dtype)):
+        log.info(f"warning: {warning}")
     monitor = CollapseMonitor()
 
     def save(at: int) -> None:
