@@ -54,7 +54,7 @@ from wearspec.data.frontend import build_frontend  # noqa: E402
 from wearspec.data.prepare import prepare  # noqa: E402
 from wearspec.data.store import WindowStore  # noqa: E402
 from wearspec.evaluate.features import resolve_device  # noqa: E402
-from wearspec.models.backbones import BackboneConfig, build_backbone  # noqa: E402
+from wearspec.models.backbones import BackboneConfig, attention_for_autocast, build_backbone  # noqa: E402
 from wearspec.models.encoder import SpectrogramEncoder  # noqa: E402
 from wearspec.ssl.heads import DINOHead  # noqa: E402
 from wearspec.ssl.losses import DINOLoss  # noqa: E402
@@ -189,11 +189,14 @@ def make_step(cfg: PretrainConfig, student: SSLNet, teacher: SSLNet, amp: str = 
     loss_fn = DINOLoss(cfg.head.out_dim, cfg.crops.n_global, cfg.loss.student_temp, cfg.loss.center_momentum).to(dev)
     no_decay = {f"encoder.backbone.{n}" for n in student.encoder.backbone.no_weight_decay()}
     opt = torch.optim.AdamW(param_groups(student, cfg.optim.weight_decay, no_decay_names=no_decay), lr=1e-4)
+    amp_dtype = torch.bfloat16 if amp == "bf16" else None
+    for net in (student, teacher):
+        attention_for_autocast(net, dev.type, amp_dtype)  # as run_pretrain does
     student.train()
     teacher.train(False)
 
     def step(crops: list[torch.Tensor]) -> float:
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp == "bf16"):
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp_dtype is not None):
             s = student(crops)
             with torch.no_grad():
                 t = teacher(crops[: cfg.crops.n_global])
