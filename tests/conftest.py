@@ -25,6 +25,22 @@ def rng() -> np.random.Generator:
     return np.random.default_rng(0)
 
 
+@pytest.fixture
+def sdpa_calls(monkeypatch) -> dict:
+    """Counts the calls of ``F.scaled_dot_product_attention`` (``calls["n"]``) while the test runs."""
+    import torch
+
+    calls = {"n": 0}
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def counting(*args, **kwargs):
+        calls["n"] += 1
+        return sdpa(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", counting)
+    return calls
+
+
 def expect_prepare_error(reader, path, out, config, *fragments: str) -> str:
     """``prepare`` fails with a one-line WearspecError holding every fragment, leaving nothing behind."""
     from wearspec.data.prepare import prepare

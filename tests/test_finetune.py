@@ -272,18 +272,10 @@ def test_early_stopping_and_label_fraction(store, tmp_path):
     assert summary["folds"][0]["windows"]["train"] == sum(max(1, round(0.5 * n)) for n in per_class)
 
 
-def test_bf16_on_cpu_trains_through_the_explicit_attention(store, tmp_path, monkeypatch):
+def test_bf16_on_cpu_trains_through_the_explicit_attention(store, tmp_path, sdpa_calls):
     """As in pretraining: under bf16 autocast on a CPU the student's attention avoids SDPA."""
-    calls = {"n": 0}
-    sdpa = torch.nn.functional.scaled_dot_product_attention
-
-    def counting(*args, **kwargs):
-        calls["n"] += 1
-        return sdpa(*args, **kwargs)
-
-    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", counting)
     summary = run_finetune(_cfg(store, tmp_path / "bf16", *VIT, "runtime.amp=bf16", "runtime.max_steps=2"))
-    assert summary["stopped"]["step"] == 2 and calls["n"] == 0
+    assert summary["stopped"]["step"] == 2 and sdpa_calls["n"] == 0
     rows = [r for r in read_metrics(tmp_path / "bf16" / "holdout" / "student" / "metrics.jsonl") if "loss" in r]
     assert rows and all(math.isfinite(r["loss"]) for r in rows)
 

@@ -152,19 +152,11 @@ def test_sinkhorn_targets_and_koleo_train_and_log(store, tmp_path):
     assert (out / "teacher_encoder.safetensors").is_file()
 
 
-def test_bf16_on_cpu_trains_through_the_explicit_attention(store, tmp_path, monkeypatch):
+def test_bf16_on_cpu_trains_through_the_explicit_attention(store, tmp_path, sdpa_calls):
     """bf16 autocast on a CPU: finite losses, and no attention goes through SDPA (its CPU backward is slow in
     bf16); in float32 SDPA is used."""
-    calls = {"n": 0}
-    sdpa = torch.nn.functional.scaled_dot_product_attention
-
-    def counting(*args, **kwargs):
-        calls["n"] += 1
-        return sdpa(*args, **kwargs)
-
-    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", counting)
     for amp, arch in (("bf16", "vit"), ("bf16", "swin"), ("none", "vit")):
-        calls["n"] = 0
+        sdpa_calls["n"] = 0
         out = tmp_path / f"{amp}_{arch}"
         extra = ["backbone.name=swin_tiny_cpu"] if arch == "swin" else []
         summary = run_pretrain(_cfg(store, out, "optim.epochs=1", "runtime.max_steps=2", f"runtime.amp={amp}",
@@ -172,7 +164,7 @@ def test_bf16_on_cpu_trains_through_the_explicit_attention(store, tmp_path, monk
         assert summary["steps"] == 2
         steps = [r for r in read_metrics(out / "metrics.jsonl") if "loss" in r]
         assert steps and all(torch.isfinite(torch.tensor(r["loss"])) for r in steps)
-        assert (calls["n"] == 0) == (amp == "bf16"), (amp, arch, calls["n"])
+        assert (sdpa_calls["n"] == 0) == (amp == "bf16"), (amp, arch, sdpa_calls["n"])
 
 
 # -- torchrun ------------------------------------------------------------------------------------
