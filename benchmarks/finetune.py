@@ -230,10 +230,9 @@ def checked_pretrain(path: Path, split: dict, store) -> dict:
     """A given pretraining run folder: it must have pretrained on this benchmark's store (the fingerprint its
     checkpoints record; older checkpoints without one get a warning) and excluded the validation and test
     subjects; its timing if known."""
-    cfg_file = path / "config.yaml"
-    if not cfg_file.is_file() or latest_checkpoint(path / "checkpoints") is None:
+    cfg_file, newest = path / "config.yaml", latest_checkpoint(path / "checkpoints")
+    if not cfg_file.is_file() or newest is None:
         raise SystemExit(f"{path}: not a finished `wearspec pretrain` run (config.yaml and checkpoints/ expected)")
-    newest = latest_checkpoint(path / "checkpoints")
     state = load_checkpoint(newest)
     if not (state.get("data") or {}).get("store_fingerprint"):
         print(f"warning: {path}: its checkpoints do not record the store they were trained on; cannot check that "
