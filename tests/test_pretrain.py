@@ -167,11 +167,42 @@ def test_bf16_on_cpu_trains_through_the_explicit_attention(store, tmp_path, sdpa
         assert (sdpa_calls["n"] == 0) == (amp == "bf16"), (amp, arch, sdpa_calls["n"])
 
 
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("arch", ["vit", "swin"])
+def test_cuda_bf16_pretraining_uses_sdpa_and_resumes(store, tmp_path, sdpa_calls, arch):
+    """On a GPU, bf16 autocast keeps timm's fused attention (SDPA), the losses are finite, and a stopped run
+    resumes from its checkpoint to the end."""
+    out = tmp_path / arch
+    extra = ["backbone.name=swin_tiny_cpu"] if arch == "swin" else []
+    base = ["optim.epochs=1", "runtime.device=cuda", "runtime.amp=bf16", "runtime.ckpt_every=2", *extra]
+    first = run_pretrain(_cfg(store, out, *base, "runtime.max_steps=2"))
+    assert first["steps"] == 2 and not first["finished"] and sdpa_calls["n"] > 0
+    rest = run_pretrain(_cfg(store, out, *base))
+    assert rest["finished"] and rest["steps"] == rest["total_steps"]
+    recs = read_metrics(out / "metrics.jsonl")
+    assert [r["step"] for r in recs if r.get("event") == "resumed"] == [2]
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in recs if "loss" in r)
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_cuda_compiled_pretraining(store, tmp_path):
+    out = tmp_path / "compiled"
+    summary = run_pretrain(_cfg(store, out, "optim.epochs=1", "runtime.max_steps=3", "runtime.device=cuda",
+                                "runtime.amp=bf16", "runtime.compile=true"))
+    assert summary["steps"] == 3
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in read_metrics(out / "metrics.jsonl") if "loss" in r)
+
+
 # -- torchrun ------------------------------------------------------------------------------------
 
 
-def _torchrun(store, out, extra, *, max_restarts=0, port_env=None):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+def _torchrun(store, out, extra, *, max_restarts=0, port_env=None, nproc=2):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            f"--max-restarts={max_restarts}", "-m", "wearspec", "pretrain", f"store={store}", f"output={out}",
            *TINY, *extra]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
@@ -191,7 +222,22 @@ def test_torchrun_two_ranks_stay_in_sync(store, tmp_path):
     state = load_checkpoint(list_checkpoints(out / "checkpoints")[-1])
     assert len(state["rng"]) == 2  # the RNG state of every rank
     assert not torch.equal(state["rng"][0]["generator"], state["rng"][1]["generator"])
-    assert "2 rank(s)" in text
+    assert "2 rank(s) (gloo)" in text
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="nccl with one rank per GPU needs 2 CUDA GPUs")
+def test_torchrun_on_gpus_uses_nccl(store, tmp_path):
+    """One rank per GPU, nccl, the replicas in sync at every checkpoint."""
+    out = tmp_path / "nccl"
+    n = torch.cuda.device_count()
+    p = _torchrun(store, out, ["optim.epochs=1", "runtime.max_steps=4", "runtime.ckpt_every=2",
+                               "runtime.device=cuda", "runtime.amp=bf16"], nproc=n)
+    text, _ = p.communicate(timeout=600)
+    assert p.returncode == 0, text[-3000:]
+    assert f"{n} rank(s) (nccl)" in text
+    syncs = [r for r in read_metrics(out / "metrics.jsonl") if r.get("event") == "checkpoint"]
+    assert syncs and all(r["replicas_in_sync"] for r in syncs)
 
 
 @pytest.mark.slow

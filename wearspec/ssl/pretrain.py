@@ -235,7 +235,8 @@ def run_pretrain(cfg: PretrainConfig) -> dict:
         write_text(out / "config.yaml", to_yaml(cfg))
         for stale in ckpt_dir.glob(".ckpt-*.tmp-*"):
             stale.unlink(missing_ok=True)
-        log.info(f"pretrain: {len(ds)} windows, {dist.world_size} rank(s) × batch {o.batch_size}, "
+        ranks = f"{dist.world_size} rank(s)" + (f" ({dist.backend})" if dist.backend else "")
+        log.info(f"pretrain: {len(ds)} windows, {ranks} × batch {o.batch_size}, "
                  f"{steps_per_epoch} steps/epoch, {total} steps; input {tuple(input_size)}"
                  + (f"; resumed from {newest.name} (step {step})" if newest else ""))
         if newest:
