@@ -2,7 +2,9 @@
 
 For every config (default: ``configs/pretrain_vit_small_gpu.yaml`` and ``configs/pretrain_swin_tiny_gpu.yaml``:
 ViT-S and Swin-T with their DINO and region heads, 2 global + 8 local crops) and every precision of ``--amp``
-(``none`` = fp32, ``bf16`` = autocast), optionally also with ``runtime.compile=true`` (``--compile``):
+(``none`` = fp32, ``bf16`` = autocast) and every attention of ``--attention`` (``sdpa``: timm's fused path through
+``F.scaled_dot_product_attention``, the default; ``explicit``: timm's softmax path), optionally also with
+``runtime.compile=true`` (``--compile``):
 
 * **windows/s**: ``run_pretrain`` runs ``--warmup + --steps`` steps on the synthetic default data in a fresh
   output folder (one process, this device). The rate is taken from ``metrics.jsonl`` between the line at step
@@ -31,6 +33,7 @@ Also reported: peak GPU memory per run and the bf16 / fp32 speed-up per config.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import shutil
 import sys
@@ -45,6 +48,7 @@ sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != 
 import torch  # noqa: E402
 from torch.nn.attention import SDPBackend, sdpa_kernel  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+from timm.layers import set_fused_attn as timm_set_fused_attn  # noqa: E402
 
 from benchmarks._common import make_store, save_results  # noqa: E402
 from wearspec.config import load_config  # noqa: E402
@@ -129,6 +133,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     ap.add_argument("--amp", default="none,bf16", help="comma-separated precisions: none (fp32), bf16")
     ap.add_argument("--compile", action="store_true", help="also time every precision with runtime.compile=true")
+    ap.add_argument("--attention", default="sdpa",
+                    help="comma-separated: sdpa (timm's fused attention), explicit (timm's softmax path). On a CPU "
+                         "under bf16 autocast every run takes the explicit path (models.backbones."
+                         "attention_for_autocast), so there the two are the same")
     ap.add_argument("--steps", type=int, default=40, help="timed steps per run")
     ap.add_argument("--warmup", type=int, default=20, help="untimed steps first (start-up, autotuning, compiling)")
     ap.add_argument("--log-every", type=int, default=10, help="metrics.jsonl line every this many steps")
@@ -146,6 +154,9 @@ def main(argv: list[str] | None = None) -> dict:
     amps = [a.strip() for a in args.amp.split(",") if a.strip()]
     if not amps or set(amps) - {"none", "bf16"}:
         ap.error(f"--amp: expected a comma-separated list of none, bf16; got {args.amp!r}")
+    attentions = [a.strip() for a in args.attention.split(",") if a.strip()]
+    if not attentions or set(attentions) - {"sdpa", "explicit"}:
+        ap.error(f"--attention: expected a comma-separated list of sdpa, explicit; got {args.attention!r}")
     device = resolve_device(args.device)
     peak = peak_tflops(device, args.peak_tflops)
     torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32 (PyTorch's default; made explicit)
@@ -156,41 +167,52 @@ def main(argv: list[str] | None = None) -> dict:
         for path in args.configs:
             check_first_epoch(path, store, args)
             flops = flops_per_step(path, store, work, str(device), args.batch_size, args.set)
-            for amp in amps:
-                for compile_ in ([False, True] if args.compile else [False]):
-                    if device.type == "cuda":
-                        torch.cuda.reset_peak_memory_stats(device)
-                    run_dir = work / f"{path.stem}-{amp}{'-compile' if compile_ else ''}"
+            for amp, attention, compile_ in itertools.product(amps, attentions,
+                                                              [False, True] if args.compile else [False]):
+                if device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats(device)
+                run_dir = work / f"{path.stem}-{amp}-{attention}{'-compile' if compile_ else ''}"
+                timm_set_fused_attn(attention == "sdpa")  # read by the backbones when they are built
+                try:
                     cfg = run_config(path, store, run_dir, str(device), amp, compile_, args.warmup + args.steps,
                                      args.log_every, args.batch_size, args.set)
-                    rate = steady_rate(run_dir, args.warmup, cfg.optim.batch_size)
-                    row = {"config": path.name, "backbone": cfg.backbone.name, "amp": amp, "compile": compile_,
-                           "batch": cfg.optim.batch_size, "views": [cfg.crops.n_global, cfg.crops.n_local],
-                           **rate, "flops_per_step": flops,
-                           "achieved_tflops": flops * rate["steps_per_s"] / 1e12,
-                           "peak_memory_gib": (torch.cuda.max_memory_allocated(device) / 2 ** 30
-                                               if device.type == "cuda" else None)}
-                    if peak:
-                        row["mfu"] = row["achieved_tflops"] / (peak[1] if amp == "bf16" else peak[0])
-                    rows.append(row)
-                    print(f"{path.name} amp={amp} compile={compile_}: {rate['windows_per_s']:.0f} windows/s, "
-                          f"{flops / 1e9:.1f} GFLOP/step, {row['achieved_tflops']:.2f} TFLOP/s"
-                          + (f", MFU {100 * row['mfu']:.1f} %" if "mfu" in row else ""), flush=True)
-                    shutil.rmtree(run_dir, ignore_errors=True)
+                finally:
+                    timm_set_fused_attn(True)
+                rate = steady_rate(run_dir, args.warmup, cfg.optim.batch_size)
+                row = {"config": path.name, "backbone": cfg.backbone.name, "amp": amp, "attention": attention,
+                       "compile": compile_,
+                       "batch": cfg.optim.batch_size, "views": [cfg.crops.n_global, cfg.crops.n_local],
+                       **rate, "flops_per_step": flops,
+                       "achieved_tflops": flops * rate["steps_per_s"] / 1e12,
+                       "peak_memory_gib": (torch.cuda.max_memory_allocated(device) / 2 ** 30
+                                           if device.type == "cuda" else None)}
+                if peak:
+                    row["mfu"] = row["achieved_tflops"] / (peak[1] if amp == "bf16" else peak[0])
+                rows.append(row)
+                print(f"{path.name} amp={amp} attention={attention} compile={compile_}: "
+                      f"{rate['windows_per_s']:.0f} windows/s, {flops / 1e9:.1f} GFLOP/step, {row['achieved_tflops']:.2f} TFLOP/s"
+                      + (f", MFU {100 * row['mfu']:.1f} %" if "mfu" in row else ""), flush=True)
+                shutil.rmtree(run_dir, ignore_errors=True)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"\ndevice {device} ({name}); peak TFLOP/s fp32/bf16: {peak or 'unknown'}; timed steps {args.steps} "
           f"after {args.warmup}; torch {torch.__version__}\n")
-    print("| config | amp | compile | batch | windows/s | GFLOP/step | TFLOP/s | MFU | peak memory | vs fp32 |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| config | amp | attention | compile | batch | windows/s | GFLOP/step | TFLOP/s | MFU | peak memory "
+          "| vs fp32 | vs sdpa |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+
+    def ratio(row: dict, **other) -> float | None:
+        base = next((r for r in rows if all(r[k] == other.get(k, row[k])
+                                            for k in ("config", "amp", "attention", "compile"))), None)
+        return row["windows_per_s"] / base["windows_per_s"] if base else None
+
     for row in rows:
-        base = next((r for r in rows if r["config"] == row["config"] and r["amp"] == "none"
-                     and r["compile"] == row["compile"]), None)
-        row["speedup_vs_fp32"] = row["windows_per_s"] / base["windows_per_s"] if base else None
+        row["speedup_vs_fp32"], row["speedup_vs_sdpa"] = ratio(row, amp="none"), ratio(row, attention="sdpa")
         mem = f"{row['peak_memory_gib']:.1f} GiB" if row["peak_memory_gib"] is not None else "–"
         mfu = f"{100 * row['mfu']:.1f} %" if "mfu" in row else "–"
-        ratio = f"{row['speedup_vs_fp32']:.2f}×" if row["speedup_vs_fp32"] else "–"
-        print(f"| {row['config']} | {row['amp']} | {row['compile']} | {row['batch']} | {row['windows_per_s']:.0f} "
-              f"| {row['flops_per_step'] / 1e9:.1f} | {row['achieved_tflops']:.2f} | {mfu} | {mem} | {ratio} |")
+        fp32, sdpa = (f"{r:.2f}×" if r else "–" for r in (row["speedup_vs_fp32"], row["speedup_vs_sdpa"]))
+        print(f"| {row['config']} | {row['amp']} | {row['attention']} | {row['compile']} | {row['batch']} "
+              f"| {row['windows_per_s']:.0f} | {row['flops_per_step'] / 1e9:.1f} | {row['achieved_tflops']:.2f} "
+              f"| {mfu} | {mem} | {fp32} | {sdpa} |")
     return save_results(args.json, {"device": str(device), "device_name": name, "peak_tflops": peak,
                                     "torch": torch.__version__, "args": {k: str(v) for k, v in vars(args).items()},
                                     "results": rows})

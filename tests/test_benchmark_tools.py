@@ -38,14 +38,22 @@ def _run(store: Path, tmp: Path, *args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_flops_are_one_step_and_mfu_uses_the_peak(store, tmp_path):
-    rows = {}
-    for batch in (16, 8):
+    rows, stdout, explicit = {}, {}, []
+    for batch, attention in ((16, "sdpa,explicit"), (8, "sdpa")):
         out = tmp_path / f"b{batch}.json"
         r = _run(store, tmp_path / f"w{batch}", "--batch-size", str(batch), "--warmup", "2", "--steps", "2",
-                 "--log-every", "2", "--peak-tflops", "0.5,1", "--json", str(out))
+                 "--log-every", "2", "--peak-tflops", "0.5,1", "--attention", attention, "--json", str(out))
         assert r.returncode == 0, r.stderr[-2000:]
-        (rows[batch],) = json.loads(out.read_text())["results"]
-        assert "| pretrain_vit_tiny.yaml | none | False | " + str(batch) + " |" in r.stdout
+        rows[batch], *more = json.loads(out.read_text())["results"]
+        explicit += more
+        stdout[batch] = r.stdout
+        assert "| pretrain_vit_tiny.yaml | none | sdpa | False | " + str(batch) + " |" in r.stdout
+    # the explicit attention: its own row, compared with SDPA's; the same FLOPs (counted once per config)
+    (explicit,) = explicit
+    assert explicit["attention"] == "explicit" and explicit["flops_per_step"] == rows[16]["flops_per_step"]
+    assert explicit["speedup_vs_sdpa"] == pytest.approx(explicit["windows_per_s"] / rows[16]["windows_per_s"])
+    assert rows[16]["speedup_vs_sdpa"] == 1.0
+    assert "| pretrain_vit_tiny.yaml | none | explicit | False | 16 |" in stdout[16]
     for row in rows.values():
         assert row["windows_per_s"] > 0 and row["timed_steps"] == 2 and row["flops_per_step"] > 0
         assert row["mfu"] == pytest.approx(row["achieved_tflops"] / 0.5)  # fp32 row: the fp32 peak
@@ -61,3 +69,5 @@ def test_refuses_a_timed_span_beyond_the_first_epoch_and_bad_options(store, tmp_
     assert r.returncode != 0 and "multiples of --log-every" in r.stderr
     r = _run(store, tmp_path / "c", "--peak-tflops", "fast")
     assert r.returncode != 0 and "--peak-tflops: expected two numbers" in r.stderr
+    r = _run(store, tmp_path / "d", "--attention", "flash")
+    assert r.returncode != 0 and "--attention: expected a comma-separated list of sdpa, explicit" in r.stderr
