@@ -169,6 +169,13 @@ def test_layernorm_decomposition_detected():
     assert layernorm_report(g) == {"ops": 0, "decomposed": 1, "single_op": False}
 
 
+def test_simplify_without_onnxslim_keeps_the_graph(monkeypatch):
+    g = _graph([helper.make_node("Relu", ["x"], ["y"])], inputs=("x",), opset=17)
+    monkeypatch.setitem(sys.modules, "onnxslim", None)  # import onnxslim → ImportError
+    model, note = export_mod.simplify(g)
+    assert model is g and note == "onnxslim is not installed; graph left as exported"
+
+
 # ---- refusals leave nothing behind -------------------------------------------------------------------------
 class _NonZeroModel(nn.Module):
     """Logits plus a term computed by boolean indexing: exports to NonZero."""

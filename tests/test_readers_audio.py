@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
+import pytest
 
-from conftest import expect_prepare_error
-from wearspec.config import PrepareConfig, load_config
-from wearspec.data.prepare import prepare
+sf = pytest.importorskip("soundfile", reason="the audio reader needs soundfile (a wearspec dependency)")
+
+from conftest import expect_prepare_error  # noqa: E402
+from wearspec.config import PrepareConfig, load_config  # noqa: E402
+from wearspec.data.prepare import prepare  # noqa: E402
 
 
 def cfg(*overrides: str) -> PrepareConfig:

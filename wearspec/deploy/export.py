@@ -188,9 +188,11 @@ def export_onnx(module: nn.Module, example: Tensor, opset: int = 17, exporter: s
 
 def simplify(model: onnx.ModelProto) -> tuple[onnx.ModelProto, str | None]:
     """onnxslim (constant folding, dead-node removal) → (model, None), or (the input, the reason) when
-    onnxslim fails or changes the opset."""
-    import onnxslim
-
+    onnxslim is not installed, fails or changes the opset."""
+    try:
+        import onnxslim
+    except ImportError:
+        return model, "onnxslim is not installed; graph left as exported"
     try:
         slim = onnxslim.slim(model)
     except Exception as e:
