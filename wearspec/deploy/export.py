@@ -306,7 +306,7 @@ def export_classifier(classifier: nn.Module, meta: dict[str, Any], output: str |
     report = op_report(model)
     if report["problems"]:
         raise WearspecError(f"export: the graph is not buildable with TensorRT {report['trt_version']}: "
-                            + "; ".join(report["problems"][:5]))
+                            + "; ".join(report["problems"][:5]) + (f" ({slim_note})" if slim_note else ""))
     if report["layernorm"]["single_op"] is False:
         raise WearspecError(f"export: {report['layernorm']['decomposed']} LayerNorm(s) are decomposed into "
                             f"ReduceMean/Pow ops; export with opset ≥ 17")

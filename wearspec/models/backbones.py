@@ -40,6 +40,7 @@ import platform
 import re
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from timm.layers import use_fused_attn
@@ -346,21 +347,23 @@ def _cached_mask(h: int, w: int, hp: int, wp: int, window: tuple[int, int], shif
 def _region_mask(h: int, w: int, hp: int, wp: int, window: tuple[int, int], shift: tuple[int, int]) -> Tensor:
     """The mask, float32 on the CPU. Region labels live in the shifted frame: 3 × 3 shift regions (as in
     Swin) and label -1 for padding. A query attends only to keys with its own label; padded queries
-    (discarded later) see padded keys only."""
+    (discarded later) see padded keys only. Built in numpy: while tracing or exporting it is then one constant
+    of the graph, not a chain of indexed assignments (ScatterND in ONNX, which TensorRT handles badly)."""
     (wh, ww), (sh, sw) = window, shift
-    label = torch.zeros(hp, wp)
+    label = np.zeros((hp, wp), np.int64)
     cnt = 0
     for rows in ((0, hp - wh), (hp - wh, hp - sh), (hp - sh, hp)) if sh else ((0, hp),):
         for cols in ((0, wp - ww), (wp - ww, wp - sw), (wp - sw, wp)) if sw else ((0, wp),):
             label[rows[0]:rows[1], cols[0]:cols[1]] = cnt
             cnt += 1
-    valid = torch.zeros(hp, wp, dtype=torch.bool)
+    valid = np.zeros((hp, wp), bool)
     valid[:h, :w] = True
-    valid = torch.roll(valid, shifts=(-sh, -sw), dims=(0, 1))  # padding positions after the shift
+    valid = np.roll(valid, (-sh, -sw), axis=(0, 1))  # padding positions after the shift
     label[~valid] = -1
-    lw = window_partition(label[None, :, :, None], window).reshape(-1, wh * ww)  # (nW, wh·ww)
+    # (nW, wh·ww) in window_partition's order: windows row by row, each window's cells row by row
+    lw = label.reshape(hp // wh, wh, wp // ww, ww).transpose(0, 2, 1, 3).reshape(-1, wh * ww)
     same = lw[:, :, None] == lw[:, None, :]
-    return torch.zeros(same.shape).masked_fill_(~same, -100.0)
+    return torch.from_numpy(np.where(same, 0.0, -100.0).astype(np.float32))
 
 
 def set_fused_attn(module: nn.Module, enabled: bool) -> None:
