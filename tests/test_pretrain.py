@@ -190,10 +190,12 @@ def test_cuda_bf16_pretraining_uses_sdpa_and_resumes(store, tmp_path, sdpa_calls
 
 @pytest.mark.gpu
 @needs_cuda
-def test_cuda_compiled_pretraining(store, tmp_path):
+@pytest.mark.parametrize("arch", ["vit", "swin"])
+def test_cuda_compiled_pretraining(store, tmp_path, arch):
     out = tmp_path / "compiled"
+    extra = ["backbone.name=swin_tiny_cpu"] if arch == "swin" else []
     summary = run_pretrain(_cfg(store, out, "optim.epochs=1", "runtime.max_steps=3", "runtime.device=cuda",
-                                "runtime.amp=bf16", "runtime.compile=true"))
+                                "runtime.amp=bf16", "runtime.compile=true", *extra))
     assert summary["steps"] == 3
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in read_metrics(out / "metrics.jsonl") if "loss" in r)
 
