@@ -48,7 +48,7 @@ sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != 
 import torch  # noqa: E402
 from torch.nn.attention import SDPBackend, sdpa_kernel  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
-from timm.layers import set_fused_attn as timm_set_fused_attn  # noqa: E402
+from timm.layers import set_fused_attn as timm_set_fused_attn, use_fused_attn  # noqa: E402
 
 from benchmarks._common import make_store, save_results  # noqa: E402
 from wearspec.config import load_config  # noqa: E402
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> dict:
     device = resolve_device(args.device)
     peak = peak_tflops(device, args.peak_tflops)
     torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32 (PyTorch's default; made explicit)
-    rows = []
+    rows, fused_default = [], use_fused_attn()
     with tempfile.TemporaryDirectory() as tmp:
         work = args.out or Path(tmp)
         store = args.store or make_store(work / "store", args.unlabelled, 0).path
@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> dict:
                     cfg = run_config(path, store, run_dir, str(device), amp, compile_, args.warmup + args.steps,
                                      args.log_every, args.batch_size, args.set)
                 finally:
-                    timm_set_fused_attn(True)
+                    timm_set_fused_attn(fused_default)
                 rate = steady_rate(run_dir, args.warmup, cfg.optim.batch_size)
                 row = {"config": path.name, "backbone": cfg.backbone.name, "amp": amp, "attention": attention,
                        "compile": compile_,

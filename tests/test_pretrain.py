@@ -29,6 +29,8 @@ TINY = [
     "head.hidden_dim=32", "head.bottleneck_dim=16", "optim.batch_size=16", "crops.n_local=2",
     "runtime.log_every=1", "frontend.fit_windows=64", "runtime.device=cpu",
 ]
+# the overrides that pick each backbone family (TINY is a ViT)
+ARCH = {"vit": [], "swin": ["backbone.name=swin_tiny_cpu"]}
 
 
 @pytest.fixture(scope="module")
@@ -158,9 +160,8 @@ def test_bf16_on_cpu_trains_through_the_explicit_attention(store, tmp_path, sdpa
     for amp, arch in (("bf16", "vit"), ("bf16", "swin"), ("none", "vit")):
         sdpa_calls["n"] = 0
         out = tmp_path / f"{amp}_{arch}"
-        extra = ["backbone.name=swin_tiny_cpu"] if arch == "swin" else []
         summary = run_pretrain(_cfg(store, out, "optim.epochs=1", "runtime.max_steps=2", f"runtime.amp={amp}",
-                                    *extra))
+                                    *ARCH[arch]))
         assert summary["steps"] == 2
         steps = [r for r in read_metrics(out / "metrics.jsonl") if "loss" in r]
         assert steps and all(torch.isfinite(torch.tensor(r["loss"])) for r in steps)
@@ -177,8 +178,7 @@ def test_cuda_bf16_pretraining_uses_sdpa_and_resumes(store, tmp_path, sdpa_calls
     """On a GPU, bf16 autocast keeps timm's fused attention (SDPA), the losses are finite, and a stopped run
     resumes from its checkpoint to the end."""
     out = tmp_path / arch
-    extra = ["backbone.name=swin_tiny_cpu"] if arch == "swin" else []
-    base = ["optim.epochs=1", "runtime.device=cuda", "runtime.amp=bf16", "runtime.ckpt_every=2", *extra]
+    base = ["optim.epochs=1", "runtime.device=cuda", "runtime.amp=bf16", "runtime.ckpt_every=2", *ARCH[arch]]
     first = run_pretrain(_cfg(store, out, *base, "runtime.max_steps=2"))
     assert first["steps"] == 2 and not first["finished"] and sdpa_calls["n"] > 0
     rest = run_pretrain(_cfg(store, out, *base))
@@ -193,9 +193,8 @@ def test_cuda_bf16_pretraining_uses_sdpa_and_resumes(store, tmp_path, sdpa_calls
 @pytest.mark.parametrize("arch", ["vit", "swin"])
 def test_cuda_compiled_pretraining(store, tmp_path, arch):
     out = tmp_path / "compiled"
-    extra = ["backbone.name=swin_tiny_cpu"] if arch == "swin" else []
     summary = run_pretrain(_cfg(store, out, "optim.epochs=1", "runtime.max_steps=3", "runtime.device=cuda",
-                                "runtime.amp=bf16", "runtime.compile=true", *extra))
+                                "runtime.amp=bf16", "runtime.compile=true", *ARCH[arch]))
     assert summary["steps"] == 3
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in read_metrics(out / "metrics.jsonl") if "loss" in r)
 

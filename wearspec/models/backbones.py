@@ -398,4 +398,3 @@ def cpu_autocast_warning(device_type: str, amp_dtype: torch.dtype | None) -> str
                                                                  "_is_amx_tile_supported"))
     return None if native else ("runtime.amp=bf16: this CPU has no native bf16 (AVX512-BF16 or AMX); training is "
                                 "likely no faster than with runtime.amp=none")
-
