@@ -269,6 +269,76 @@ def test_torchrun_survives_a_killed_rank(store, tmp_path):
     assert json.loads(text.strip().splitlines()[-1])["finished"]
 
 
+def _node(store, out, port, extra):
+    """One node's ``torchrun`` agent of a 2-node run (1 process each) that meets the other at a c10d
+    rendezvous on this machine, as two machines would at ``--rdzv-endpoint``."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1",
+           "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=wearspec-test",
+           "--max-restarts=0", "-m", "wearspec", "pretrain", f"store={store}", f"output={out}", *TINY, *extra]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            start_new_session=True)
+
+
+def _two_nodes(store, outs, extra):
+    import socket
+
+    with socket.socket() as s:  # a free port for the rendezvous
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    nodes = [_node(store, out, port, extra) for out in outs]
+    texts = [p.communicate(timeout=600)[0] for p in nodes]
+    return [p.returncode for p in nodes], "\n".join(texts)
+
+
+@pytest.mark.slow
+def test_torchrun_two_nodes_through_a_rendezvous(store, tmp_path):
+    """Two nodes (LOCAL_RANK 0 on both): global ranks shard and checkpoint; a node that does not see the shared
+    output folder stops every rank with one clear line and changes nothing; the shared run then resumes."""
+    out = tmp_path / "shared"
+    base = ["optim.epochs=2", "runtime.ckpt_every=3"]
+    codes, text = _two_nodes(store, [out, out], [*base, "runtime.max_steps=3"])
+    assert codes == [0, 0], text[-3000:]
+    assert "2 rank(s) (gloo)" in text
+    ckpts = list_checkpoints(out / "checkpoints")
+    assert [c.name for c in ckpts] == ["ckpt-00000003.pt"]
+    state = load_checkpoint(ckpts[0])
+    assert len(state["rng"]) == 2 and not torch.equal(state["rng"][0]["generator"], state["rng"][1]["generator"])
+
+    codes, text = _two_nodes(store, [out, tmp_path / "not_shared"], base)
+    assert codes[0] != 0 and codes[1] != 0
+    assert "the output folder must be one that every node shares" in text, text[-3000:]
+    assert list_checkpoints(out / "checkpoints") == ckpts and not (tmp_path / "not_shared" / "checkpoints").exists()
+
+    codes, text = _two_nodes(store, [out, out], base)
+    assert codes == [0, 0], text[-3000:]
+    recs = read_metrics(out / "metrics.jsonl")
+    assert [r["step"] for r in recs if r.get("event") == "resumed"] == [3]
+    syncs = [r for r in recs if r.get("event") == "checkpoint"]
+    assert len(syncs) >= 2 and all(len(r["replica_digests"]) == 2 and r["replicas_in_sync"] for r in syncs)
+
+
+def test_ranks_must_agree_on_the_store_and_the_checkpoint(store, tmp_path, monkeypatch):
+    """What every rank checks before it resumes (the other rank's view faked): the same store fingerprint and
+    the same newest checkpoint, else one line naming the rank; nothing is loaded or written."""
+    from wearspec.utils import distributed as du
+
+    out = tmp_path / "run"
+    run_pretrain(_cfg(store, out, "optim.epochs=1", "runtime.max_steps=2", "runtime.ckpt_every=2"))
+    fingerprint = WindowStore(store).manifest["fingerprint"]
+    for other, expected in (((fingerprint, None), "rank 1 sees none; the output folder must be one that every"),
+                            (("0" * 16, "ckpt-00000002.pt"), "rank 1 reads another window store")):
+        monkeypatch.setattr(du, "all_gather_objects", lambda obj, other=other: [obj, other])
+        before = _listing(out)
+        with pytest.raises(WearspecError, match=expected):
+            run_pretrain(_cfg(store, out, "optim.epochs=1"))
+        assert _listing(out) == before
+
+
+def _listing(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")}
+
+
 def test_online_knn_and_wandb_offline(store, tmp_path, monkeypatch):
     pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_MODE", "offline")

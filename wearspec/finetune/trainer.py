@@ -55,7 +55,7 @@ from wearspec.models.classifier import Classifier, save_classifier
 from wearspec.models.students import StudentOutput
 from wearspec.ssl.schedules import cosine_schedule, param_groups
 from wearspec.utils import distributed as du
-from wearspec.utils.checkpoint import (check_same_store, data_record, latest_checkpoint, load_checkpoint,
+from wearspec.utils.checkpoint import (agreed_latest_checkpoint, check_same_store, data_record, load_checkpoint,
                                        save_run_checkpoint)
 from wearspec.utils.io import atomic_path, write_json, write_text
 from wearspec.utils.logging import RunLogger, read_metrics
@@ -251,7 +251,7 @@ def train_stage(st: Stage, dist: du.DistInfo) -> dict[str, Any]:
     # -- resume or start -------------------------------------------------------------------------
     step, early = 0, {"best_score": -math.inf, "best_epoch": -1, "bad_epochs": 0, "stopped": False}
     check_same_run(out, st.config)  # on every rank, so that all of them stop
-    newest = latest_checkpoint(ckpt_dir)
+    newest = agreed_latest_checkpoint(ckpt_dir, st.store)
     if newest is not None:
         state = load_checkpoint(newest, map_location="cpu")
         check_same_store(state, st.store, newest)

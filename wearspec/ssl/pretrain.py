@@ -36,7 +36,7 @@ from wearspec.ssl.monitor import CollapseMonitor, collapse_stats
 from wearspec.ssl.multicrop import MultiCrop, MultiCropConfig
 from wearspec.ssl.schedules import cosine_schedule, ema_update, param_groups
 from wearspec.utils import distributed as du
-from wearspec.utils.checkpoint import (check_same_store, data_record, latest_checkpoint, load_checkpoint,
+from wearspec.utils.checkpoint import (agreed_latest_checkpoint, check_same_store, data_record, load_checkpoint,
                                        save_run_checkpoint, save_weights)
 from wearspec.utils.io import write_json, write_text
 from wearspec.utils.logging import RunLogger, read_metrics
@@ -209,12 +209,11 @@ def run_pretrain(cfg: PretrainConfig) -> dict:
 
     # -- resume or start ----------------------------------------------------------------------
     step = 0
-    newest = latest_checkpoint(ckpt_dir)
+    newest = agreed_latest_checkpoint(ckpt_dir, store)
     if newest is None:
         _check_same_run(out, cfg) if dist.is_main else None
         fit_idx = np.random.default_rng(cfg.runtime.seed).permutation(len(ds))[: cfg.frontend.fit_windows]
         frontend.fit(torch.from_numpy(store.read_batch(np.sort(ds.indices[fit_idx]))).to(dev))
-        teacher.load_state_dict(student.state_dict())
     else:
         _check_same_run(out, cfg) if dist.is_main else None
         state = load_checkpoint(newest, map_location=dev)
@@ -241,7 +240,9 @@ def run_pretrain(cfg: PretrainConfig) -> dict:
                  + (f"; resumed from {newest.name} (step {step})" if newest else ""))
         if newest:
             log.log(step, event="resumed", checkpoint=newest.name)
-    model = DDP(student) if dist.distributed else student
+    model = DDP(student) if dist.distributed else student  # DDP gives every rank rank 0's initial student
+    if newest is None:
+        teacher.load_state_dict(student.state_dict())  # so the teachers start equal on every rank too
     fwd_s, fwd_t = (torch.compile(model), torch.compile(teacher)) if cfg.runtime.compile else (model, teacher)
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.runtime.amp)
     for net in (student, teacher):
@@ -260,7 +261,7 @@ def run_pretrain(cfg: PretrainConfig) -> dict:
             "region_loss": region_loss.state_dict() if region_loss is not None else {},
             "sampler": sampler.state_dict(),
             "data": data_record(store, len(ds)),
-        }, ckpt_dir, at, cfg.runtime.keep_last, student, gen, log)
+        }, ckpt_dir, at, cfg.runtime.keep_last, torch.nn.ModuleList([student, teacher]), gen, log)
 
     # -- the loop -----------------------------------------------------------------------------
     stop_at = min(total, cfg.runtime.max_steps) if cfg.runtime.max_steps else total

@@ -118,6 +118,24 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return state
 
 
+def agreed_latest_checkpoint(folder: str | os.PathLike, store) -> Path | None:
+    """The checkpoint that every rank resumes from: the :func:`latest_checkpoint` of ``folder``, which must be
+    the same file on every rank, read from the same window ``store`` (its fingerprint). Otherwise every rank
+    stops with the same one-line error, before any of them loads anything: on several nodes the output folder
+    must be one that all of them share and the store the same on each. Alone, :func:`latest_checkpoint`."""
+    newest = latest_checkpoint(folder)
+    views = du.all_gather_objects((str(store.manifest.get("fingerprint", "")), newest.name if newest else None))
+    fingerprint, name = views[0]
+    for rank, (fp, nm) in enumerate(views[1:], start=1):
+        if fp != fingerprint:
+            raise WearspecError(f"{store.path}: rank {rank} reads another window store (fingerprint {fp}) than "
+                                f"rank 0 ({fingerprint}); every node needs the same store")
+        if nm != name:
+            raise WearspecError(f"{folder}: rank 0 sees {name or 'no checkpoint'} as the newest checkpoint but rank "
+                                f"{rank} sees {nm or 'none'}; the output folder must be one that every node shares")
+    return newest
+
+
 def latest_checkpoint(folder: str | os.PathLike) -> Path | None:
     """The newest checkpoint in ``folder`` that loads, or None. Unreadable ones are skipped with a
     warning on stderr (writes are atomic, so this means the file was damaged afterwards)."""
