@@ -154,7 +154,7 @@ def probe(run_dir: Path, store: Path, out: Path, which: str, split: dict, overri
 
 # -- (c) supervised from scratch ----------------------------------------------------------------------
 SUPERVISED = dict(epochs=60, patience=15, batch_size=64, lr=1e-3, weight_decay=0.05, warmup_epochs=3,
-                  label_smoothing=0.1, drop_path=0.1, clip_grad=3.0)
+                  label_smoothing=0.1, drop_path=0.1, clip_grad=3.0, seed=0)
 SUPERVISED_AUGMENT = dict(rotation_p=0.5, rotation_max_deg=30.0, scaling_p=0.5, scaling_sigma=0.1, time_warp_p=0.0,
                           jitter_p=0.5, jitter_sigma=0.01, time_roll_p=0.5, time_mask_p=0.3, time_masks=1,
                           freq_mask_p=0.3, freq_masks=1, freq_mask_width=2, noise_p=0.5)
@@ -328,6 +328,19 @@ def main(argv: list[str] | None = None) -> dict:
     sets = parse_sets(args.set, archs)
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
 
+    hp = dict(SUPERVISED, augment=dict(SUPERVISED_AUGMENT))
+    for item in sets.get("supervised", []):
+        key, _, value = item.partition("=")
+        import yaml
+
+        val = yaml.safe_load(value)
+        if key.startswith("augment."):
+            hp["augment"][key[len("augment."):]] = val
+        elif key in hp:
+            hp[key] = val
+        else:
+            ap.error(f"--set supervised:{key}: unknown setting (expected augment.X or one of {', '.join(hp)})")
+
     with Timer() as t_data:
         store = make_store(args.out / "store", args.unlabelled, args.seed)
     split = subject_split(store, args.split_seed, args.tune)
@@ -346,16 +359,6 @@ def main(argv: list[str] | None = None) -> dict:
     mode_name = "tuning" if args.tune else "k-fold" if args.kfold else "final"
     print(f"split ({mode_name}): train {split['train']}, val {split['val']}, evaluated {split['test']}; "
           f"pretraining excludes {split['pretrain_excluded']}")
-    hp = dict(SUPERVISED, augment=dict(SUPERVISED_AUGMENT))
-    for item in sets.get("supervised", []):
-        key, _, value = item.partition("=")
-        import yaml
-
-        val = yaml.safe_load(value)
-        if key.startswith("augment."):
-            hp["augment"][key[len("augment."):]] = val
-        else:
-            hp[key] = val
 
     results: dict = {}
     mode = "tune" if args.tune else f"kfold{args.kfold}" if args.kfold else "final"
@@ -379,7 +382,7 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"random probe: k-NN {r['random']['knn']['macro_f1']:.3f}, linear "
                   f"{r['random']['linear']['macro_f1']:.3f}", flush=True)
         if "supervised" not in skip:
-            r["supervised"] = supervised(cfg, store, split, seed=0, hp=hp)
+            r["supervised"] = supervised(cfg, store, split, seed=int(hp["seed"]), hp=hp)
             folds = r["supervised"]["folds"]
             print(f"supervised: {r['supervised']['macro_f1']:.3f} (val "
                   f"{'/'.join(format(f['val_macro_f1'], '.3f') for f in folds)}, best epoch "

@@ -71,3 +71,13 @@ def test_refuses_a_timed_span_beyond_the_first_epoch_and_bad_options(store, tmp_
     assert r.returncode != 0 and "--peak-tflops: expected two numbers" in r.stderr
     r = _run(store, tmp_path / "d", "--attention", "flash")
     assert r.returncode != 0 and "--attention: expected a comma-separated list of sdpa, explicit" in r.stderr
+
+
+def test_ssl_benchmark_refuses_an_unknown_supervised_setting_before_making_data(tmp_path):
+    out = tmp_path / "ssl"
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ssl.py"), "--out", str(out),
+                        "--set", "supervised:sed=1"], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "WANDB_MODE": "offline"})
+    assert r.returncode == 2
+    assert "--set supervised:sed: unknown setting" in r.stderr.strip().splitlines()[-1]
+    assert not out.exists()
