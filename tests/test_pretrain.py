@@ -1,4 +1,4 @@
-"""Pretraining: outputs, exact resume, NaN stop, config checks, torchrun with 2 ranks, a killed rank."""
+"""Pretraining: outputs, exact resume, NaN stop, config checks, torchrun with 2 ranks, a killed rank, 2 nodes."""
 
 from __future__ import annotations
 
