@@ -81,7 +81,12 @@ def save_run_checkpoint(state: Callable[[], dict], folder: str | os.PathLike, st
 def data_record(store, windows: int) -> dict:
     """What a training checkpoint records of its data (``state["data"]``): the window store's fingerprint and
     how many windows the run trains on."""
-    return {"store_fingerprint": str(store.manifest.get("fingerprint", "")), "windows": int(windows)}
+    return {"store_fingerprint": store_fingerprint(store), "windows": int(windows)}
+
+
+def store_fingerprint(store) -> str:
+    """The window store's fingerprint from its manifest ("" for a store that records none)."""
+    return str(store.manifest.get("fingerprint", ""))
 
 
 def check_same_store(state: dict, store, checkpoint: str | os.PathLike, remedy: str = "use a new output folder"
@@ -90,7 +95,7 @@ def check_same_store(state: dict, store, checkpoint: str | os.PathLike, remedy: 
     was trained on (its :func:`data_record`; checkpoints without one pass), e.g. a store prepared again at the
     same path. ``remedy`` ends the error message."""
     trained_on = (state.get("data") or {}).get("store_fingerprint")
-    here = store.manifest.get("fingerprint")
+    here = store_fingerprint(store)
     if trained_on and trained_on != here:
         raise WearspecError(f"{checkpoint}: this run was trained on another store (fingerprint {trained_on}); "
                             f"{store.path} has {here}: {remedy}")
@@ -124,7 +129,7 @@ def agreed_latest_checkpoint(folder: str | os.PathLike, store) -> Path | None:
     stops with the same one-line error, before any of them loads anything: on several nodes the output folder
     must be one that all of them share and the store the same on each. Alone, :func:`latest_checkpoint`."""
     newest = latest_checkpoint(folder)
-    views = du.all_gather_objects((str(store.manifest.get("fingerprint", "")), newest.name if newest else None))
+    views = du.all_gather_objects((store_fingerprint(store), newest.name if newest else None))
     fingerprint, name = views[0]
     for rank, (fp, nm) in enumerate(views[1:], start=1):
         if fp != fingerprint:
