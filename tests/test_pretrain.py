@@ -76,7 +76,7 @@ def test_outputs_checkpoints_and_export(store, tmp_path):
     assert run_pretrain(_cfg(store, out, "optim.epochs=2", "runtime.ckpt_every=4"))["steps"] == summary["steps"]
 
 
-def test_resume_is_bitwise_exact(store, tmp_path):
+def test_resume_is_bitwise_exact(store, tmp_path, monkeypatch):
     common = ["optim.epochs=2", "runtime.ckpt_every=100"]
     a = tmp_path / "a"
     run_pretrain(_cfg(store, a, *common))
@@ -84,7 +84,18 @@ def test_resume_is_bitwise_exact(store, tmp_path):
     first = run_pretrain(_cfg(store, b, *common, "runtime.max_steps=7"))
     assert first["steps"] == 7 and not first["finished"]
     assert [p.name for p in list_checkpoints(b / "checkpoints")] == ["ckpt-00000007.pt"]
+    import wearspec.ssl.pretrain as pretrain_module
+
+    mapped = []
+
+    def spy(path, map_location="cpu"):
+        mapped.append(map_location)
+        return load_checkpoint(path, map_location)
+
+    monkeypatch.setattr(pretrain_module, "load_checkpoint", spy)
     run_pretrain(_cfg(store, b, *common))
+    # loaded to the CPU on any device: RNG states must stay CPU byte tensors (load_state_dict moves the rest)
+    assert mapped == ["cpu"]
     sa = load_checkpoint(list_checkpoints(a / "checkpoints")[-1])
     sb = load_checkpoint(list_checkpoints(b / "checkpoints")[-1])
     assert sa["step"] == sb["step"]

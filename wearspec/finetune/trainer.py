@@ -56,7 +56,7 @@ from wearspec.models.students import StudentOutput
 from wearspec.ssl.schedules import cosine_schedule, param_groups
 from wearspec.utils import distributed as du
 from wearspec.utils.checkpoint import (agreed_latest_checkpoint, check_same_store, data_record, load_checkpoint,
-                                       save_run_checkpoint)
+                                       load_scaler_state, save_run_checkpoint)
 from wearspec.utils.io import atomic_path, write_json, write_text
 from wearspec.utils.logging import RunLogger, read_metrics
 from wearspec.utils.seed import restore_rank_rng
@@ -257,7 +257,7 @@ def train_stage(st: Stage, dist: du.DistInfo) -> dict[str, Any]:
         check_same_store(state, st.store, newest)
         model.load_state_dict(state["state_dict"])
         optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
+        load_scaler_state(scaler, state["scaler"])
         sampler.load_state_dict(state["sampler"])
         restore_rank_rng(state["rng"], dist.rank, dist.world_size, gen, newest)
         step, early = int(state["step"]), dict(state["early_stopping"])

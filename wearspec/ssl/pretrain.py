@@ -37,7 +37,7 @@ from wearspec.ssl.multicrop import MultiCrop, MultiCropConfig
 from wearspec.ssl.schedules import cosine_schedule, ema_update, param_groups
 from wearspec.utils import distributed as du
 from wearspec.utils.checkpoint import (agreed_latest_checkpoint, check_same_store, data_record, load_checkpoint,
-                                       save_run_checkpoint, save_weights)
+                                       load_scaler_state, save_run_checkpoint, save_weights)
 from wearspec.utils.io import write_json, write_text
 from wearspec.utils.logging import RunLogger, read_metrics
 from wearspec.utils.seed import restore_rank_rng, seed_everything
@@ -216,12 +216,12 @@ def run_pretrain(cfg: PretrainConfig) -> dict:
         frontend.fit(torch.from_numpy(store.read_batch(np.sort(ds.indices[fit_idx]))).to(dev))
     else:
         _check_same_run(out, cfg) if dist.is_main else None
-        state = load_checkpoint(newest, map_location=dev)
+        state = load_checkpoint(newest, map_location="cpu")  # load_state_dict moves each tensor where it belongs
         check_same_store(state, store, newest)
         student.load_state_dict(state["student_net"])
         teacher.load_state_dict(state["teacher_net"])
         optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
+        load_scaler_state(scaler, state["scaler"])
         view_loss.load_state_dict(state["view_loss"])
         if region_loss is not None:
             region_loss.load_state_dict(state["region_loss"])

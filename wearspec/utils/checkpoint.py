@@ -60,6 +60,13 @@ def save_checkpoint(state: dict, folder: str | os.PathLike, step: int, keep_last
     return target
 
 
+def load_scaler_state(scaler: torch.amp.GradScaler, saved: dict) -> None:
+    """Restore a GradScaler's state. A scaler that was off (float32 or bf16 autocast) saved ``{}``: a run
+    resumed with fp16 then starts from a fresh loss scale instead of failing on the empty state."""
+    if saved:
+        scaler.load_state_dict(saved)
+
+
 def save_run_checkpoint(state: Callable[[], dict], folder: str | os.PathLike, step: int, keep_last: int,
                         model: torch.nn.Module, generator: torch.Generator | None, log) -> None:
     """The checkpoint of a training run that may be one of several ranks, at ``step``. Every rank gives its
