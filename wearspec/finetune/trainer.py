@@ -336,7 +336,8 @@ def train_stage(st: Stage, dist: du.DistInfo) -> dict[str, Any]:
         set_phase(epoch)
         # a private generator: creating the iterator must not draw from the global RNG (exact resume)
         loader = DataLoader(ds, batch_size=lp.batch_size, sampler=sampler, drop_last=True,
-                            num_workers=rt.num_workers, generator=torch.Generator().manual_seed(rt.seed + epoch))
+                            num_workers=rt.num_workers, pin_memory=dev.type == "cuda",
+                            generator=torch.Generator().manual_seed(rt.seed + epoch))
         for batch in loader:
             for g in optimizer.param_groups:
                 g["lr"] = float(lr_s[step]) * float(g.get("lr_scale", 1.0))  # Python floats: state loads safely

@@ -277,6 +277,7 @@ def run_pretrain(cfg: PretrainConfig) -> dict:
         # or a resumed run (which creates one mid-epoch) would diverge from an uninterrupted one.
         loader = DataLoader(ds, batch_size=o.batch_size, sampler=sampler, drop_last=True,
                             num_workers=cfg.runtime.num_workers, persistent_workers=False,
+                            pin_memory=dev.type == "cuda",  # so that .to(dev, non_blocking=True) is asynchronous
                             generator=torch.Generator().manual_seed(cfg.runtime.seed + epoch))
         for batch in loader:
             for g in optimizer.param_groups:
