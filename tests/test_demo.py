@@ -193,3 +193,16 @@ def test_demo_config_for_own_store_loads(capsys):
     assert main(["demo", "--config", "configs/demo_own_store.yaml", "store=data/mine", "--print-config"]) == 0
     text = capsys.readouterr().out
     assert "store: data/mine" in text and "epochs: 30" in text
+
+
+def test_demo_refuses_more_pretraining_processes_than_gpus(tmp_path, monkeypatch):
+    """One process per GPU: on a 1-GPU machine nproc=2 would put a rank on a GPU that is not there."""
+    from wearspec.config import load_config
+    from wearspec.demo.recipe import DemoConfig, step_pretrain
+    from wearspec.errors import WearspecError
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    done = {"data": {"test_subjects": [], "val_subjects": []}}
+    with pytest.raises(WearspecError, match=r"nproc=2 with 1 GPU\(s\).*pretrain.runtime.device=cpu"):
+        step_pretrain(load_config(DemoConfig, None, ["nproc=2"]), tmp_path, done)
+    assert not any(tmp_path.iterdir())  # nothing written, nothing launched

@@ -237,6 +237,9 @@ def step_pretrain(cfg: DemoConfig, out: Path, done: dict) -> dict:
     p = pretrain_config(cfg, out, done)
     gpus = torch.cuda.device_count() if p.runtime.device in ("auto", "cuda") else 0
     nproc = cfg.nproc or gpus or 2
+    if gpus and nproc > gpus:
+        raise WearspecError(f"demo: nproc={nproc} with {gpus} GPU(s): pretraining runs one process per GPU; set "
+                            f"nproc ≤ {gpus}, or pretrain.runtime.device=cpu for {nproc} CPU processes")
     recipe = out / "pretrain.yaml"
     write_text(recipe, to_yaml(p))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
@@ -254,7 +257,7 @@ def step_pretrain(cfg: DemoConfig, out: Path, done: dict) -> dict:
     ckpt = latest_checkpoint(Path(p.output) / "checkpoints")
     records = [r for r in read_metrics(Path(p.output) / "metrics.jsonl") if "loss" in r]
     return {"output": p.output, "checkpoint": str(ckpt), "nproc": nproc,
-            "backend": "nccl" if gpus and nproc <= gpus else "gloo", "device": "cuda" if gpus else "cpu",
+            "backend": "nccl" if gpus else "gloo", "device": "cuda" if gpus else "cpu",
             "steps": int(records[-1]["step"]) if records else 0, "last": records[-1] if records else {},
             "command": " ".join(["torchrun"] + cmd[3:])}
 

@@ -35,14 +35,32 @@ class DistInfo:
         return self.world_size > 1
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` → ``cuda:LOCAL_RANK`` when a GPU exists, else ``cpu``; ``cuda`` without a GPU is an error."""
+def resolve_device(name: str, local_rank: int = 0, world_size: int = 1) -> torch.device:
+    """``auto`` → ``cuda:LOCAL_RANK`` when a GPU exists, else ``cpu``; ``cuda`` without a GPU, a
+    LOCAL_RANK without its GPU, and ``cuda:N`` for several processes (all on one GPU) are errors."""
+    requested = name
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
             raise WearspecError(f"runtime.device={name}: no CUDA GPU is available (use cpu or auto)")
-        return torch.device("cuda", local_rank if name == "cuda" else int(name.split(":")[1]))
+        n_gpus = torch.cuda.device_count()
+        if name == "cuda":
+            if local_rank >= n_gpus:
+                raise WearspecError(f"runtime.device={requested}: process LOCAL_RANK={local_rank} needs GPU "
+                                    f"{local_rank}, but {n_gpus} GPU(s) are visible; start at most {n_gpus} "
+                                    "process(es) per node (--nproc_per_node) or use runtime.device=cpu")
+            return torch.device("cuda", local_rank)
+        if world_size > 1:
+            raise WearspecError(f"runtime.device={name}: under torchrun every process needs its own GPU; use "
+                                "runtime.device=cuda (or auto), which gives each process cuda:LOCAL_RANK")
+        try:
+            index = int(name.split(":")[1])
+        except (IndexError, ValueError):
+            raise WearspecError(f"runtime.device: expected auto, cpu or cuda[:N], got {name!r}") from None
+        if not 0 <= index < n_gpus:
+            raise WearspecError(f"runtime.device={name}: {n_gpus} GPU(s) are visible (cuda:0 … cuda:{n_gpus - 1})")
+        return torch.device("cuda", index)
     if name != "cpu":
         raise WearspecError(f"runtime.device: expected auto, cpu or cuda[:N], got {name!r}")
     return torch.device("cpu")
@@ -53,12 +71,12 @@ def init_distributed(device: str = "auto", timeout_s: float = 600.0) -> DistInfo
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    dev = resolve_device(device, local_rank)
+    dev = resolve_device(device, local_rank, world)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)  # the current device is the one the CUDA RNG state and collectives use
     if world <= 1:
         return DistInfo(device=dev)
     backend = "nccl" if dev.type == "cuda" else "gloo"
-    if dev.type == "cuda":
-        torch.cuda.set_device(dev)
     if not dist.is_initialized():
         timeout = datetime.timedelta(seconds=timeout_s)
         kwargs: dict[str, Any] = {"backend": backend, "timeout": timeout}
