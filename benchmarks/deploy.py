@@ -69,7 +69,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from wearspec.config import PrepareConfig, load_config
-from wearspec.data.frontend import FrontendConfig, build_frontend
+from wearspec.data.frontend import FrontendConfig, build_frontend, ieee_fp32
 from wearspec.data.prepare import prepare
 from wearspec.data.splits import SplitConfig, make_splits
 from wearspec.data.store import WindowStore
@@ -217,7 +217,13 @@ def cpu_bench(clf: Classifier, bundle: Path, inputs: dict[int, np.ndarray], args
 
 
 def gpu_bench(clf: Classifier, inputs: dict[int, np.ndarray], args, device: str = "cuda") -> dict[int, dict]:
-    """Eager vs torch.compile(mode="reduce-overhead") (CUDA graphs on CUDA), synchronised timing."""
+    """Eager vs torch.compile(mode="reduce-overhead") (CUDA graphs on CUDA), synchronised timing; both with
+    IEEE float32 convolutions, as the front end needs (:func:`wearspec.data.frontend.ieee_fp32`)."""
+    with ieee_fp32(device):
+        return _gpu_bench(clf, inputs, args, device)
+
+
+def _gpu_bench(clf: Classifier, inputs: dict[int, np.ndarray], args, device: str) -> dict[int, dict]:
     module = InferenceModule(clf).to(device).eval()
     compiled = torch.compile(module, mode="reduce-overhead")
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)

@@ -327,16 +327,31 @@ class SpectrogramFrontend(nn.Module):
 
 
 @contextmanager
+def ieee_fp32(device: torch.device | str) -> Iterator[None]:
+    """On CUDA, float32 convolutions and matmuls in IEEE float32, not TF32 (PyTorch's default for cuDNN
+    convolutions), restored after; elsewhere nothing. The front end sets it for itself in eager mode; a
+    ``torch.compile``-d graph that contains the front end cannot (flags are not set inside a graph), so run
+    such a graph inside it: TF32 would put ~1e-3 relative error into the spectrogram's DFT."""
+    if torch.device(device).type != "cuda":
+        yield
+        return
+    conv, mm = torch.backends.cudnn.conv, torch.backends.cuda.matmul
+    old = conv.fp32_precision, mm.fp32_precision
+    conv.fp32_precision = mm.fp32_precision = "ieee"
+    try:
+        yield
+    finally:
+        conv.fp32_precision, mm.fp32_precision = old
+
+
+@contextmanager
 def _full_precision(device: torch.device) -> Iterator[None]:
-    """Plain float32 inside: autocast off; on CUDA, no TF32 for the conv and the mel matmul (restored after)."""
+    """Plain float32 inside: autocast off; on CUDA and in eager mode, :func:`ieee_fp32`."""
     with ExitStack() as stack:
         if torch.is_autocast_enabled(device.type):
             stack.enter_context(torch.autocast(device.type, enabled=False))
-        if device.type == "cuda" and not torch.compiler.is_compiling():
-            conv, mm = torch.backends.cudnn.conv, torch.backends.cuda.matmul
-            old = conv.fp32_precision, mm.fp32_precision
-            conv.fp32_precision = mm.fp32_precision = "ieee"
-            stack.callback(lambda: (setattr(conv, "fp32_precision", old[0]), setattr(mm, "fp32_precision", old[1])))
+        if not torch.compiler.is_compiling():
+            stack.enter_context(ieee_fp32(device))
         yield
 
 
