@@ -472,9 +472,20 @@ def test_engine_compatibility_check():
         trt.check_engine_compatible({"tensorrt": "10.3.0"}, ENV, "m.engine")
 
 
+class _Code10:
+    """An ErrorCode as TensorRT 10's bindings give it: ``name`` is a method."""
+
+    def __init__(self, name):
+        self._name = name
+
+    def name(self):
+        return self._name
+
+
 class _ParserError:
     def __init__(self, node, desc, code, name=None, op=None):
-        self._v = dict(node=node, desc=desc, code=types.SimpleNamespace(name=code))
+        code = types.SimpleNamespace(name=code) if isinstance(code, str) else code
+        self._v = dict(node=node, desc=desc, code=code)
         if name is not None:            # TensorRT >= 10 has node_name()/node_operator()
             self.node_name = lambda: name
             self.node_operator = lambda: op
@@ -493,9 +504,11 @@ def test_parser_errors_are_reported_by_node():
     errors = [_ParserError(12, "No importer registered for op: STFT", "UNSUPPORTED_NODE", "/front/stft", "STFT"),
               _ParserError(40, "Assertion failed:\n  shape", "INVALID_NODE", "/blocks.0/attn/Reshape", "Reshape"),
               _ParserError(-1, "graph has no outputs", "INVALID_GRAPH"),
-              _ParserError(7, "old parser", "UNSUPPORTED_NODE")]
+              _ParserError(7, "old parser", "UNSUPPORTED_NODE"),
+              _ParserError(9, "bad attribute", _Code10("INVALID_VALUE"), "/conv", "Conv")]
     msg = trt.format_parser_errors(errors, "b/model.onnx", "10.3.0")
-    assert "\n" not in msg and msg.startswith("b/model.onnx: TensorRT 10.3.0 could not parse the ONNX model (4 error(s))")
+    assert "\n" not in msg and msg.startswith("b/model.onnx: TensorRT 10.3.0 could not parse the ONNX model (5 error(s))")
+    assert "[5] node 9 '/conv' (Conv): bad attribute [INVALID_VALUE]" in msg and "bound method" not in msg
     assert "[1] node 12 '/front/stft' (STFT): No importer registered for op: STFT [UNSUPPORTED_NODE]" in msg
     assert "[2] node 40 '/blocks.0/attn/Reshape' (Reshape): Assertion failed: shape [INVALID_NODE]" in msg
     assert "[3] graph: graph has no outputs [INVALID_GRAPH]" in msg and "[4] node 7: old parser" in msg
@@ -512,6 +525,9 @@ def test_build_helpers():
     for bad in ((0, 1, 2), (4, 2, 8), (1, 8, 4)):
         with pytest.raises(WearspecError, match="batch profile"):
             trt.check_profile(*bad)
+    trt.check_profile(4, 4, 4, dla=True)
+    with pytest.raises(WearspecError, match="DLA needs a static batch"):
+        trt.check_profile(1, 8, 32, dla=True)
     trt.check_precision_source("fp16", 10, False, False)
     trt.check_precision_source("fp16", 11, True, False)
     with pytest.raises(WearspecError, match="modelopt.onnx.autocast"):
@@ -611,7 +627,7 @@ def fake_tensorrt(version: str = "10.3.0", layers=(("NORMALIZATION", "/norm/Laye
 
     class Config:
         def __init__(self):
-            self.flags, self.profiles = set(), []
+            self.flags, self.profiles = {"TF32"}, []  # TF32 is on by default
             m.log["config"] = self
 
         def set_memory_pool_limit(self, pool, size):
@@ -800,7 +816,7 @@ def test_build_engine_wiring_trt11_and_errors(fake_trt, bundle):
         trt.build_engine_from_bundle(bundle, precision="fp16")
     meta = trt.build_engine_from_bundle(bundle, precision="fp32")
     assert meta["strongly_typed"] and meta["fp32_layers"] == [] and fake.log["network_flags"] == 1 << 0
-    assert fake.log["config"].flags == set()
+    assert fake.log["config"].flags == set()  # no precision flags, and TF32 (on by default) cleared for fp32
     with pytest.raises(WearspecError, match="no INT8 model"):
         trt.build_engine_from_bundle(bundle, precision="int8")
     fake_trt("10.3.0", parse_ok=False)
@@ -814,6 +830,43 @@ def test_build_engine_wiring_trt11_and_errors(fake_trt, bundle):
     fake_trt("10.3.0", layers=(("QUANTIZE", "q"), ("DEQUANTIZE", "dq"), ("NORMALIZATION", "ln")))
     trt.build_engine_from_bundle(b8, precision="int8", min_batch=2, opt_batch=2, max_batch=4)
     assert {"FP16", "INT8", "OBEY_PRECISION_CONSTRAINTS"} <= sys.modules["tensorrt"].log["config"].flags
+
+
+def test_engine_wiring_details(fake_trt, bundle, monkeypatch, capsys):
+    """The CLI's default precision, one logger per process, DLA, one output, and a driver too old for cuda-python."""
+    from wearspec.cli import main
+
+    fake = fake_trt("10.3.0")
+    assert main(["engine", "build", str(bundle), "--max-batch", "8"]) == 0  # no --precision: fp16
+    assert json.loads(capsys.readouterr().out)["precision"] == "fp16" and (bundle / "model.fp16.engine").is_file()
+    loggers = []
+    monkeypatch.setattr(fake.Builder, "__init__", lambda self, logger: loggers.append(logger))
+    monkeypatch.setattr(fake.Runtime, "__init__", lambda self, logger: loggers.append(logger))
+    trt.build_engine_from_bundle(bundle, precision="fp32", max_batch=8, verbose=True)
+    assert loggers[-1].min_severity == fake.Logger.VERBOSE
+    load_backend(bundle, "tensorrt", precision="fp32").close()
+    assert len({id(lg) for lg in loggers}) == 1 and loggers[-1].min_severity == fake.Logger.WARNING
+    assert "TF32" not in fake.log["config"].flags                    # fp32 means IEEE FP32 on 10.x too
+    meta = trt.build_engine_from_bundle(bundle, precision="fp16", min_batch=4, opt_batch=4, max_batch=4, dla_core=1)
+    config = fake.log["config"]
+    assert (config.default_device_type, config.DLA_core, meta["dla_core"]) == ("DLA", 1, 1)
+    assert "GPU_FALLBACK" in config.flags
+
+    deserialize = fake.Runtime.deserialize_cuda_engine
+
+    def two_outputs(self, data):
+        engine = deserialize(self, data)
+        engine.num_io_tensors = 3
+        engine.get_tensor_name = lambda i: ["windows", "probabilities", "logits"][i]
+        return engine
+
+    monkeypatch.setattr(fake.Runtime, "deserialize_cuda_engine", two_outputs)
+    with pytest.raises(WearspecError, match=r"expected one input and one output .* \['probabilities', 'logits'\]"):
+        load_backend(bundle, "tensorrt", precision="fp16")
+    cudart = sys.modules["cuda.bindings.runtime"]
+    monkeypatch.setattr(cudart, "cudaGetDeviceCount",
+                        lambda: (types.SimpleNamespace(name="cudaErrorInsufficientDriver"), 0))
+    assert "cudaErrorInsufficientDriver" in trt.tensorrt_unavailable_reason()
 
 
 # ---------------------------------------------------------------------------- real TensorRT (GPU only)
@@ -871,8 +924,11 @@ def test_front_end_and_layernorm_layers_are_pinned_to_fp32():
 
     trt = SimpleNamespace(float32="f32", float16="f16")
     layers = [Layer("/frontend/Conv", "CONVOLUTION"), Layer("/model/blocks.0/attn/MatMul", "MATRIX_MULTIPLY"),
-              Layer("/model/norm/LayerNormalization", "NORMALIZATION"), Layer("/frontend/Shape", "SHAPE", "i64")]
+              Layer("/model/norm/LayerNormalization", "NORMALIZATION"), Layer("/frontend/Shape", "SHAPE", "i64"),
+              Layer("/frontend/Log_output_0_DequantizeLinear", "DEQUANTIZE"), Layer("/frontend/Cast", "CAST")]
     net = SimpleNamespace(num_layers=len(layers), get_layer=lambda i: layers[i])
-    pinned = _pin_fp32(trt, net, ["/frontend/Conv", "/frontend/Shape"])
+    pinned = _pin_fp32(trt, net, ["/frontend/"])
+    # Q/DQ nodes take the name of the tensor they quantize, so a prefix can match them: they and casts stay
     assert pinned == ["/frontend/Conv", "/model/norm/LayerNormalization"]
     assert layers[0].precision == "f32" and layers[1].precision is None and layers[3].precision is None
+    assert layers[4].precision is None and layers[5].precision is None

@@ -109,7 +109,7 @@ def _engine(args: argparse.Namespace) -> int:
         from wearspec.deploy.runtime.trt import build_engine_from_bundle
 
         meta = build_engine_from_bundle(
-            args.bundle, precision=args.precision, engine_path=args.engine, onnx_path=args.onnx,
+            args.bundle, precision=args.precision or "fp16", engine_path=args.engine, onnx_path=args.onnx,
             min_batch=args.min_batch, opt_batch=args.opt_batch, max_batch=args.max_batch,
             workspace_mb=args.workspace_mb, **({"timing_cache": args.timing_cache} if args.timing_cache else {}))
         print(json.dumps(meta, indent=2, default=str))

@@ -84,6 +84,19 @@ def current_environment(device: int = 0) -> dict:
     return {"tensorrt": trt.__version__, "gpu": name, "compute_capability": f"{props.major}.{props.minor}"}
 
 
+_LOGGERS: dict = {}
+
+
+def _logger(trt, verbose: bool = False):
+    """The process's one ``trt.Logger`` (TensorRT keeps the first logger it is given and ignores, with a
+    warning, any other while objects made with the first are alive); ``verbose`` sets its severity."""
+    if id(trt) not in _LOGGERS:  # keyed by the module (kept alive with it, so the key stays its own)
+        _LOGGERS[id(trt)] = (trt, trt.Logger(trt.Logger.WARNING))
+    logger = _LOGGERS[id(trt)][1]
+    logger.min_severity = trt.Logger.VERBOSE if verbose else trt.Logger.WARNING
+    return logger
+
+
 # ----------------------------------------------------------------------------- build
 def _network_facts(trt, network) -> tuple[bool, bool]:
     """(has FP16 tensors, has Q/DQ layers) of a parsed network."""
@@ -97,15 +110,19 @@ def _network_facts(trt, network) -> tuple[bool, bool]:
     return fp16, has_qdq
 
 
+_NEVER_PINNED = {"QUANTIZE", "DEQUANTIZE", "CAST", "CONSTANT", "SHAPE"}
+
+
 def _pin_fp32(trt, network, keep: Iterable[str] = ()) -> list[str]:
     """Pin LayerNorm-like layers and the front end's layers (ONNX node names ``keep``, from the bundle) to FP32."""
     pinned, keep = [], tuple(keep)
     for i in range(network.num_layers):
         layer = network.get_layer(i)
+        kind = _enum_name(layer.type)
         floats = all(layer.get_output(j).dtype in (trt.float32, trt.float16) for j in range(layer.num_outputs))
         front = bool(keep) and (layer.name or "").startswith(keep)
-        if not floats or not (front or should_keep_fp32(_enum_name(layer.type), layer.name or "")):
-            continue   # integer/shape layers keep their types
+        if kind in _NEVER_PINNED or not floats or not (front or should_keep_fp32(kind, layer.name or "")):
+            continue   # integer/shape layers keep their types; Q/DQ (named after the tensor they quantize) too
         layer.precision = trt.float32
         for j in range(layer.num_outputs):
             layer.set_output_type(j, trt.float32)
@@ -126,7 +143,7 @@ def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, *
     """
     if precision not in TRT_PRECISIONS:
         raise WearspecError(f"precision must be one of {list(TRT_PRECISIONS)}, got {precision!r}")
-    check_profile(min_batch, opt_batch, max_batch)
+    check_profile(min_batch, opt_batch, max_batch, dla=dla_core is not None)
     if dla_core is not None and precision == "fp32":
         raise WearspecError("DLA runs FP16 or INT8 only: build for DLA with precision fp16 or int8")
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
@@ -137,7 +154,7 @@ def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, *
     env = current_environment()
     started = time.perf_counter()
 
-    logger = trt.Logger(trt.Logger.VERBOSE if verbose else trt.Logger.WARNING)
+    logger = _logger(trt, verbose)
     builder = trt.Builder(logger)
     flags = 0
     strongly = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
@@ -175,12 +192,12 @@ def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, *
             config.set_flag(trt.BuilderFlag.FP16)
         if precision == "int8":
             config.set_flag(trt.BuilderFlag.INT8)   # scales come from the Q/DQ nodes (explicit quantization)
-        if precision == "fp32" and hasattr(trt.BuilderFlag, "TF32"):
-            config.clear_flag(trt.BuilderFlag.TF32)  # plain FP32, comparable with ONNX Runtime
         if precision != "fp32" and keep_layernorm_fp32:
             pinned = _pin_fp32(trt, network, getattr(spec, "frontend_nodes", ()))
             if pinned:
                 config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+    if precision == "fp32" and hasattr(trt.BuilderFlag, "TF32"):
+        config.clear_flag(trt.BuilderFlag.TF32)  # plain FP32, comparable with ONNX Runtime (TF32 is on by default)
     if dla_core is not None:
         config.default_device_type = trt.DeviceType.DLA
         config.DLA_core = int(dla_core)
@@ -190,7 +207,7 @@ def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, *
     if timing_cache is not None:
         timing_cache = Path(timing_cache)
         cache = config.create_timing_cache(timing_cache.read_bytes() if timing_cache.is_file() else b"")
-        if not config.set_timing_cache(cache, False):   # made by another TensorRT/GPU: start a fresh one
+        if cache is None or not config.set_timing_cache(cache, False):  # another TensorRT/GPU's: start afresh
             cache = config.create_timing_cache(b"")
             config.set_timing_cache(cache, False)
 
@@ -280,7 +297,7 @@ class TensorRTBackend(Backend):
         self._trt, self._cudart = trt, cudart
         _cuda(cudart, cudart.cudaSetDevice(device), "cudaSetDevice")
 
-        self._logger = trt.Logger(trt.Logger.WARNING)
+        self._logger = _logger(trt)
         self._runtime = trt.Runtime(self._logger)
         self._engine = self._runtime.deserialize_cuda_engine(engine_path.read_bytes())
         if self._engine is None:
@@ -292,11 +309,13 @@ class TensorRTBackend(Backend):
         ins = [n for n in names if eng.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outs = [n for n in names if eng.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
         want_out = spec.output_name if spec is not None else meta["output"].get("name")
-        if len(ins) != 1 or not outs:
-            raise WearspecError(f"{where(engine_path)}: expected one input and an output, got inputs {ins}, "
-                                f"outputs {outs}")
-        self._in = ins[0]
-        self._out = want_out if want_out in outs else outs[0]
+        if len(ins) != 1 or len(outs) != 1:  # execute_async_v3 needs an address for every I/O tensor
+            raise WearspecError(f"{where(engine_path)}: expected one input and one output (a wearspec bundle's "
+                                f"windows → probabilities), got inputs {ins}, outputs {outs}")
+        self._in, self._out = ins[0], outs[0]
+        if want_out and want_out != self._out:
+            raise WearspecError(f"{where(engine_path)}: the engine's output is {self._out!r}, the bundle's "
+                                f"{want_out!r}; {REBUILD_HINT}")
         shape = tuple(eng.get_tensor_shape(self._in))
         lo, _, hi = (tuple(s) for s in eng.get_tensor_profile_shape(self._in, 0))
         super().__init__((shape[1], shape[2]), labels, spec)
@@ -374,7 +393,9 @@ def tensorrt_unavailable_reason() -> str | None:
         err, count = cudart.cudaGetDeviceCount()
     except Exception as exc:  # driver missing
         return f"CUDA is not usable ({exc})"
-    if err != cudart.cudaError_t.cudaSuccess or count < 1:
+    if err != cudart.cudaError_t.cudaSuccess:  # e.g. cudaErrorInsufficientDriver: cuda-python newer than the driver
+        return f"CUDA is not usable ({_enum_name(err)}; cuda-python must match the driver's CUDA major version)"
+    if count < 1:
         return "no CUDA GPU"
     return None
 

@@ -34,13 +34,17 @@ def engine_meta_path(engine_path: str | os.PathLike) -> Path:
     return p.with_name(p.name + ".json")
 
 
-def check_profile(min_batch: int, opt_batch: int, max_batch: int) -> None:
+def check_profile(min_batch: int, opt_batch: int, max_batch: int, dla: bool = False) -> None:
+    """A valid batch profile; on DLA (``dla``) a static one, as DLA needs min = opt = max."""
     if not all(isinstance(b, int) and b >= 1 for b in (min_batch, opt_batch, max_batch)):
         raise WearspecError(f"batch profile: expected positive integers, got min={min_batch} opt={opt_batch} "
                             f"max={max_batch}")
     if not min_batch <= opt_batch <= max_batch:
         raise WearspecError(f"batch profile: expected min <= opt <= max, got min={min_batch} opt={opt_batch} "
                             f"max={max_batch}")
+    if dla and not min_batch == opt_batch == max_batch:
+        raise WearspecError(f"batch profile: DLA needs a static batch (min = opt = max), got min={min_batch} "
+                            f"opt={opt_batch} max={max_batch}; with a dynamic one every layer falls back to the GPU")
 
 
 def should_keep_fp32(layer_type: str, layer_name: str) -> bool:
@@ -52,7 +56,14 @@ def should_keep_fp32(layer_type: str, layer_name: str) -> bool:
 
 
 def _enum_name(value: Any) -> str:
+    """``UNSUPPORTED_NODE`` of ``ErrorCode.UNSUPPORTED_NODE``: ``.name`` is a string in TensorRT 11 and
+    cuda-python, a method in TensorRT 10's bindings."""
     name = getattr(value, "name", None)
+    if callable(name):
+        try:
+            name = name()
+        except Exception:
+            name = None
     return str(name) if name else str(value).split(".")[-1]
 
 
