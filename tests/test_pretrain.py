@@ -334,16 +334,29 @@ def test_ranks_must_agree_on_the_store_and_the_checkpoint(store, tmp_path, monke
     the same newest checkpoint, else one line naming the rank; nothing is loaded or written."""
     from wearspec.utils import distributed as du
 
+    import wearspec.utils.checkpoint as ckpt
+
+    monkeypatch.setattr(ckpt, "AGREE_WAIT_S", 0.0)
     out = tmp_path / "run"
     run_pretrain(_cfg(store, out, "optim.epochs=1", "runtime.max_steps=2", "runtime.ckpt_every=2"))
     fingerprint = WindowStore(store).manifest["fingerprint"]
-    for other, expected in (((fingerprint, None), "rank 1 sees none; the output folder must be one that every"),
+    for other, expected in (((fingerprint, None), "rank 1 sees none .after 5 looks, 0 s apart.; the output folder"),
                             (("0" * 16, "ckpt-00000002.pt"), "rank 1 reads another window store")):
         monkeypatch.setattr(du, "all_gather_objects", lambda obj, other=other: [obj, other])
         before = _listing(out)
         with pytest.raises(WearspecError, match=expected):
             run_pretrain(_cfg(store, out, "optim.epochs=1"))
         assert _listing(out) == before
+    # a checkpoint that another node sees only on its second look (a shared folder's listing cache): resumed
+    looks = []
+
+    def late(obj):
+        looks.append(obj)
+        return [obj, (fingerprint, None if len(looks) == 1 else obj[1])]
+
+    monkeypatch.setattr(du, "all_gather_objects", late)
+    assert ckpt.agreed_latest_checkpoint(out / "checkpoints", WindowStore(store)).name == "ckpt-00000002.pt"
+    assert len(looks) == 2
 
 
 def _listing(folder: Path) -> dict:

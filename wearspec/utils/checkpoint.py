@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -130,22 +131,35 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return state
 
 
+# A checkpoint written just before a crash can show up late on another node of a shared folder (NFS caches
+# directory listings for a few seconds): ranks that disagree look again this many times, this far apart.
+AGREE_ATTEMPTS, AGREE_WAIT_S = 5, 2.0
+
+
 def agreed_latest_checkpoint(folder: str | os.PathLike, store) -> Path | None:
     """The checkpoint that every rank resumes from: the :func:`latest_checkpoint` of ``folder``, which must be
-    the same file on every rank, read from the same window ``store`` (its fingerprint). Otherwise every rank
-    stops with the same one-line error, before any of them loads anything: on several nodes the output folder
-    must be one that all of them share and the store the same on each. Alone, :func:`latest_checkpoint`."""
-    newest = latest_checkpoint(folder)
-    views = du.all_gather_objects((store_fingerprint(store), newest.name if newest else None))
-    fingerprint, name = views[0]
-    for rank, (fp, nm) in enumerate(views[1:], start=1):
-        if fp != fingerprint:
-            raise WearspecError(f"{store.path}: rank {rank} reads another window store (fingerprint {fp}) than "
-                                f"rank 0 ({fingerprint}); every node needs the same store")
-        if nm != name:
-            raise WearspecError(f"{folder}: rank 0 sees {name or 'no checkpoint'} as the newest checkpoint but rank "
-                                f"{rank} sees {nm or 'none'}; the output folder must be one that every node shares")
-    return newest
+    the same file on every rank, read from the same window ``store`` (its fingerprint). Ranks that see different
+    newest checkpoints look again (:data:`AGREE_ATTEMPTS` times, :data:`AGREE_WAIT_S` apart; all of them decide
+    alike from the same gathered views). Otherwise every rank stops with the same one-line error, before any of
+    them loads anything: on several nodes the output folder must be one that all of them share and the store the
+    same on each. Alone, :func:`latest_checkpoint`."""
+    for attempt in range(AGREE_ATTEMPTS):
+        newest = latest_checkpoint(folder)
+        views = du.all_gather_objects((store_fingerprint(store), newest.name if newest else None))
+        fingerprint, name = views[0]
+        for rank, (fp, _) in enumerate(views[1:], start=1):
+            if fp != fingerprint:
+                raise WearspecError(f"{store.path}: rank {rank} reads another window store (fingerprint {fp}) than "
+                                    f"rank 0 ({fingerprint}); every node needs the same store")
+        differ = [(rank, nm) for rank, (_, nm) in enumerate(views) if nm != name]
+        if not differ:
+            return newest
+        if attempt + 1 < AGREE_ATTEMPTS:
+            time.sleep(AGREE_WAIT_S)
+    rank, nm = differ[0]
+    raise WearspecError(f"{folder}: rank 0 sees {name or 'no checkpoint'} as the newest checkpoint but rank "
+                        f"{rank} sees {nm or 'none'} (after {AGREE_ATTEMPTS} looks, {AGREE_WAIT_S:g} s apart); the "
+                        "output folder must be one that every node shares")
 
 
 def latest_checkpoint(folder: str | os.PathLike) -> Path | None:
