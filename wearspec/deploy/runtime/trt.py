@@ -139,7 +139,7 @@ def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, *
 
     The engine and ``<engine>.json`` are written atomically; nothing is left behind on failure.
     ``timing_cache``: file loaded before (if present) and saved after the build, so rebuilds take seconds.
-    ``dla_core``: build for that DLA core with GPU fallback (10.x, fp16/int8 only).
+    ``dla_core``: build for that DLA core with GPU fallback (10.x, fp16/int8 only, static batch: min = opt = max).
     """
     if precision not in TRT_PRECISIONS:
         raise WearspecError(f"precision must be one of {list(TRT_PRECISIONS)}, got {precision!r}")

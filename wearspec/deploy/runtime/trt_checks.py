@@ -20,7 +20,6 @@ _OP_HINTS = {
 }
 
 
-
 def trt_major(version: str) -> int:
     """Major version from ``tensorrt.__version__`` (``'10.3.0'`` → 10)."""
     if not str(version).split(".")[0].isdigit():
