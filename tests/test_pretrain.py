@@ -156,13 +156,21 @@ def test_bad_inputs(store, tmp_path):
 
 
 def test_sinkhorn_targets_and_koleo_train_and_log(store, tmp_path):
+    from wearspec.ssl.schedules import teacher_temperature_schedule
+
     out = tmp_path / "sk"
-    summary = run_pretrain(_cfg(store, out, "optim.epochs=1", "loss.centering=sinkhorn", "loss.koleo_weight=0.1"))
+    # a teacher-temperature warm-up longer than the run: cut at the run's end, as the first epoch of a longer run
+    summary = run_pretrain(_cfg(store, out, "optim.epochs=1", "loss.centering=sinkhorn", "loss.koleo_weight=0.1",
+                                "loss.warmup_teacher_temp=0.04", "loss.teacher_temp=0.07",
+                                "loss.warmup_teacher_temp_epochs=3"))
     assert summary["finished"]
     steps = [r for r in read_metrics(out / "metrics.jsonl") if "loss" in r]
     assert len(steps) == summary["steps"] and all(r["loss_koleo"] is not None for r in steps)
     assert all(torch.isfinite(torch.tensor([r["loss"], r["loss_koleo"]])).all() for r in steps)
     assert (out / "teacher_encoder.safetensors").is_file()
+    expected = teacher_temperature_schedule(0.04, 0.07, 3, total_epochs=1, steps_per_epoch=summary["steps"])
+    assert [r["teacher_temp"] for r in steps] == pytest.approx(list(expected))
+    assert steps[-1]["teacher_temp"] < 0.05
 
 
 def test_bf16_on_cpu_trains_through_the_explicit_attention(store, tmp_path, sdpa_calls):

@@ -273,7 +273,10 @@ def test_dino_head_shapes_and_fixed_gain():
     torch.testing.assert_close(head.last_layer.weight.norm(dim=1), torch.ones(K))
     assert head(torch.randn(5, 12)).abs().max() <= 1 + 1e-5  # cosine logits
     free = DINOHead(12, K, hidden_dim=32, bottleneck_dim=8, norm_last_layer=False)
-    assert free.last_layer.parametrizations.weight.original0.requires_grad
+    free_gain = free.last_layer.parametrizations.weight.original0
+    # trainable, but starting at 1 as in DINO (weight_norm alone would start at the rows' norms, ≈ 0.02·√8)
+    assert free_gain.requires_grad and torch.equal(free_gain.detach(), torch.ones_like(free_gain))
+    assert free(torch.randn(5, 12)).abs().max() <= 1 + 1e-5
     assert len([m for m in DINOHead(12, K, nlayers=1).mlp if isinstance(m, nn.Linear)]) == 1
 
 

@@ -52,8 +52,8 @@ class DINOHead(nn.Module):
         nn.init.trunc_normal_(last.weight, std=0.02)
         self.last_layer = weight_norm(last, name="weight", dim=0)
         gain = self.last_layer.parametrizations.weight.original0
+        gain.data.fill_(1.0)  # unit-norm rows at the start either way (weight_norm would start at the rows' norms)
         if self.norm_last_layer:
-            gain.data.fill_(1.0)
             gain.requires_grad_(False)
 
     def last_layer_parameters(self) -> list[nn.Parameter]:

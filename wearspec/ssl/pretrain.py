@@ -34,7 +34,8 @@ from wearspec.ssl.losses import CENTERINGS, DINOLoss, RegionLoss, esvit_loss, ko
 from wearspec.ssl.model import SSLNet, ViewMaker
 from wearspec.ssl.monitor import CollapseMonitor, collapse_stats
 from wearspec.ssl.multicrop import MultiCrop, MultiCropConfig
-from wearspec.ssl.schedules import cosine_schedule, ema_update, param_groups
+from wearspec.ssl.schedules import (ema_update, lr_schedule, momentum_schedule, param_groups,
+                                     teacher_temperature_schedule, wd_schedule)
 from wearspec.utils import distributed as du
 from wearspec.utils.checkpoint import (agreed_latest_checkpoint, check_same_store, data_record, load_checkpoint,
                                        load_scaler_state, save_run_checkpoint, save_weights)
@@ -65,7 +66,9 @@ class LossConfig:
     center_momentum: float = 0.9
     centering: str = "ema"  # ema (DINO center) | sinkhorn (equipartition per batch, DINOv2): see DINOLoss
     sinkhorn_iters: int = 3
-    koleo_weight: float = 0.0  # KoLeo uniformity of the student's pooled features (DINOv2: 0.1); 0 = off
+    # KoLeo uniformity of the student's pooled features, averaged over the global views (DINOv2 sums the two:
+    # its 0.1 is 0.2 here); 0 = off
+    koleo_weight: float = 0.0
     view_weight: float = 0.5
     region_weight: float = 0.5
 
@@ -200,12 +203,13 @@ def run_pretrain(cfg: PretrainConfig) -> dict:
     groups = param_groups(student, o.weight_decay, no_decay_names=no_decay)
     optimizer = torch.optim.AdamW(groups)
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.runtime.amp == "fp16")
-    lr_s = cosine_schedule(o.lr * global_batch / 256, o.min_lr, total, min(total, o.warmup_epochs * steps_per_epoch))
-    wd_s = cosine_schedule(o.weight_decay, o.weight_decay_end, total)
-    mom_s = cosine_schedule(o.momentum_teacher, 1.0, total)
-    warm = min(cfg.loss.warmup_teacher_temp_epochs * steps_per_epoch, total)
-    temp_s = np.concatenate([np.linspace(cfg.loss.warmup_teacher_temp, cfg.loss.teacher_temp, warm),
-                             np.full(total - warm, cfg.loss.teacher_temp)])
+    lr_s = lr_schedule(o.lr, global_batch, total, min(total, o.warmup_epochs * steps_per_epoch), o.min_lr)
+    wd_s = wd_schedule(total, o.weight_decay, o.weight_decay_end)
+    mom_s = momentum_schedule(total, o.momentum_teacher)
+    # a warm-up longer than the run is cut at its end: a short run is the start of the long one
+    temp_s = teacher_temperature_schedule(cfg.loss.warmup_teacher_temp, cfg.loss.teacher_temp,
+                                          cfg.loss.warmup_teacher_temp_epochs, total_epochs=o.epochs,
+                                          steps_per_epoch=steps_per_epoch)
 
     # -- resume or start ----------------------------------------------------------------------
     step = 0
@@ -306,11 +310,12 @@ def run_pretrain(cfg: PretrainConfig) -> dict:
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(optimizer)
-            grad_norm = (torch.nn.utils.clip_grad_norm_(student.parameters(), o.clip_grad)
-                         if o.clip_grad > 0 else torch.tensor(0.0))
+            # the last layers' gradients are dropped in the first epoch(s), before the global norm is taken
             cancel_last_layer_gradients(student.head, epoch, cfg.head.freeze_last_layer_epochs)
             if student.dense_head is not None:
                 cancel_last_layer_gradients(student.dense_head, epoch, cfg.head.freeze_last_layer_epochs)
+            grad_norm = (torch.nn.utils.clip_grad_norm_(student.parameters(), o.clip_grad)
+                         if o.clip_grad > 0 else torch.tensor(0.0))
             scaler.step(optimizer)
             scaler.update()
             ema_update(teacher, student, float(mom_s[step]))
