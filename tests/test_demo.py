@@ -88,6 +88,11 @@ def test_demo_bad_settings_are_one_line_errors(tmp_path, capsys):
     assert "split.mode" in capsys.readouterr().err
     assert main(["demo", f"output={tmp_path}/d", "pretrain.backbone.name=nope"]) == 2
     assert "backbone" in capsys.readouterr().err
+    # the probe's default 4 last blocks: a 2-stage Swin is refused before anything runs, not after pretraining
+    assert main(["demo", f"output={tmp_path}/d", "pretrain.backbone.name=swin_tiny_cpu"]) == 2
+    assert "probe.n_last: swin_tiny_cpu has 2 stages; expected 1…2, got 4" in capsys.readouterr().err
+    assert main(["demo", f"output={tmp_path}/d", "pretrain.backbone.depth=3"]) == 2
+    assert "has 3 blocks" in capsys.readouterr().err
     assert not (tmp_path / "d").exists()
 
 

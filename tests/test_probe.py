@@ -94,6 +94,10 @@ def test_holdout_end_to_end_and_cache(store, tmp_path, capsys, monkeypatch):
     again = run_probe(cfg, encoder=enc, meta=META, verbose=False)
     assert enc.calls == calls  # features came from <output>/features/
     assert again["linear"]["pooled"] == report["linear"]["pooled"]  # deterministic
+    # the same weights with other settings that the weights do not hold (here the encoder's description):
+    # the cache must not serve the old features
+    run_probe(cfg, encoder=enc, meta=dict(META, frontend={"log": "none"}), verbose=False)
+    assert enc.calls > calls
     assert not [f for f in os.listdir(out) if f.startswith(".")]
 
 
@@ -212,6 +216,14 @@ def test_checkpoint_folder_and_loader(store, tmp_path, monkeypatch):
         f.write_bytes(b"x")
         os.utime(f, ns=(10**18 + i * 10**9,) * 2)
     assert resolve_checkpoint(run_dir).name == "checkpoint_0010.pt"
+    # a pretraining run's ckpt-<step>.pt files: the highest step, whatever the modification times say
+    steps = tmp_path / "steps"
+    (steps / "checkpoints").mkdir(parents=True)
+    for i, name in enumerate(["ckpt-00000200.pt", "ckpt-00000100.pt"]):  # copied in this order
+        f = steps / "checkpoints" / name
+        f.write_bytes(b"x")
+        os.utime(f, ns=(10**18 + i * 10**9,) * 2)
+    assert resolve_checkpoint(steps).name == "ckpt-00000200.pt"
     with pytest.raises(WearspecError, match="checkpoint not found"):
         resolve_checkpoint(tmp_path / "nothing")
     loaded = []

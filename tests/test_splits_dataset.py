@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -37,6 +39,27 @@ def test_subject_split_disjoint_and_complete(store):
     assert named.subjects["test"] == [1, 2] and named.subjects["val"] == [0]
     with pytest.raises(WearspecError, match="unknown subject 'nobody'"):
         subject_split(store.subjects, test_subjects=["nobody"], subject_names=store.subject_names)
+    with pytest.raises(WearspecError, match=r"split.val_subjects: \['s1'\] are test subjects too"):
+        subject_split(store.subjects, test_subjects=["s0", "s1"], val_subjects=["s1", "s2"],
+                      subject_names=store.subject_names)
+
+
+def test_a_predefined_split_that_is_not_subject_wise_is_flagged(store, tmp_path):
+    from wearspec.data.splits import SplitConfig, make_splits
+
+    labelled = np.flatnonzero(store.labels >= 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # s8, s9 are the test part, the others train: subject-wise, no warning
+        make_splits(store, labelled, SplitConfig(mode="predefined"))
+    rng = np.random.default_rng(2)
+    with StoreWriter(tmp_path / "mixed", channels=["a"], rate=10, window=8, hop=4, label_names=["x", "y"]) as w:
+        for s in range(3):  # every subject has a train and a test recording (a split by recording)
+            for part in ("train", "test"):
+                w.add(rng.standard_normal((6, 1, 8)), f"m{s}", f"m{s}-{part}", np.arange(6) * 0.4,
+                      np.arange(6) % 2, split=part)
+    mixed = WindowStore(tmp_path / "mixed")
+    with pytest.warns(UserWarning, match=r"3 subject\(s\) have windows in the test part .* not subject-wise"):
+        make_splits(mixed, np.arange(len(mixed)), SplitConfig(mode="predefined"))
 
 
 def test_kfold_and_loso(store):

@@ -8,6 +8,7 @@ never looks at test subjects.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -86,7 +87,8 @@ def subject_split(
     test_subjects: list[str] | None = None,
     subject_names: list[str] | None = None,
 ) -> Split:
-    """One train/val/test split by subject (fractions of subjects, or explicit subject names)."""
+    """One train/val/test split by subject: ``test_fraction`` and ``val_fraction`` of all the subjects, or
+    explicit subject names (a subject named in both lists is an error)."""
     present = np.unique(subjects)
     rng = np.random.default_rng(seed)
     order = rng.permutation(present)
@@ -95,6 +97,10 @@ def subject_split(
         test = list(order[: _n_of(test_fraction, len(present), "test_fraction")])
     rest = [c for c in order if c not in set(test)]
     val = _codes(subject_names, val_subjects, present, "val_subjects")
+    if val is not None and set(val) & set(test):
+        both = sorted(subject_names[c] for c in set(val) & set(test)) if subject_names else sorted(set(val) & set(test))
+        raise WearspecError(f"split.val_subjects: {both} are test subjects too; model selection must never see a "
+                            "test subject")
     if val is None:
         val = rest[: _n_of(val_fraction, len(present), "val_fraction")]
     train = [c for c in rest if c not in set(val)]
@@ -141,10 +147,11 @@ def predefined_split(splits: np.ndarray) -> Split:
 class SplitConfig:
     """Subject-wise evaluation split.
 
-    holdout: one train/val/test split by subject fractions (or the named ``test_subjects`` /
-    ``val_subjects``); kfold: ``k`` folds over subjects; loso: leave one subject out; predefined:
-    the dataset's own split column. Validation subjects (``val_fraction`` of the training subjects
-    of each fold) are used for model selection only.
+    holdout: one train/val/test split by subject, ``test_fraction`` and ``val_fraction`` of all the
+    subjects (or the named ``test_subjects`` / ``val_subjects``); kfold: ``k`` folds over subjects, each
+    fold's validation subjects ``val_fraction`` of its training subjects; loso: leave one subject out (as
+    kfold); predefined: the dataset's own split column (a warning when a subject falls in two parts).
+    Validation subjects are used for model selection only.
     """
 
     mode: str = "holdout"
@@ -184,6 +191,11 @@ def make_splits(store: "WindowStore", windows: np.ndarray, cfg: SplitConfig) -> 
     for sp in splits:
         parts = {k: windows[getattr(sp, k)] for k in ("train", "val", "test")}
         subj = sp.subjects or {k: np.unique(store.subjects[v]).tolist() for k, v in parts.items()}
+        shared = sorted((set(subj["train"]) & set(subj["test"])) | (set(subj["val"]) & set(subj["test"])))
+        if shared:  # only a dataset's own split can do this (the others are subject-wise by construction)
+            names = [store.subject_names[c] for c in shared[:5]] if store.subject_names else shared[:5]
+            warnings.warn(f"split {sp.name}: {len(shared)} subject(s) have windows in the test part and in the "
+                          f"training or validation part ({names}…): the test is not subject-wise", stacklevel=2)
         if parts["test"].size == 0:
             raise WearspecError(f"split {sp.name}: no test windows (split.mode={cfg.mode}, "
                                 f"test_fraction={cfg.test_fraction}); the evaluation needs test subjects")

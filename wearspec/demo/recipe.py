@@ -138,6 +138,11 @@ class DemoConfig:
                 getattr(self, section).validate()
             except WearspecError as e:
                 raise WearspecError(f"{section}.{e}") from None
+        preset, b = PRESETS[self.pretrain.backbone.name], self.pretrain.backbone
+        units, unit = (len(preset["depth"]), "stages") if arch == "swin" else (b.depth or preset["depth"], "blocks")
+        if self.probe.n_last > units:  # found here, not after pretraining
+            raise WearspecError(f"probe.n_last: {b.name} has {units} {unit}; expected 1…{units}, got "
+                                f"{self.probe.n_last} (e.g. probe.n_last={units})")
 
 
 # -- the recipe ----------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Weighted k-NN classifier on frozen features (DINO's ``eval_knn``).
+"""Weighted k-NN classifier on frozen features (the voting of DINO's ``eval_knn``; which features it gets is
+the caller's choice: see :mod:`wearspec.evaluate.probe`).
 
 Features are L2-normalised, similarity is the cosine (a dot product of unit vectors); each test
 sample takes its ``k`` most similar training samples, and each neighbour votes for its class with

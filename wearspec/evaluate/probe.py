@@ -8,10 +8,13 @@ Read top to bottom, :func:`run_probe`:
 2. builds the subject-wise split(s): one holdout split, k folds, leave-one-subject-out, or the
    dataset's predefined split; validation subjects always come from the training subjects;
 3. extracts features of every labelled window once and caches them under ``<output>/features/``
-   (keyed by the encoder weights, the feature options and the store), so re-runs reuse them;
+   (keyed by the encoder weights and architecture, the feature options, the store and the torch/timm
+   versions), so re-runs reuse them;
 4. per split: weighted k-NN (bank = training windows) and the linear-probe sweep, selected on
    validation macro-F1 only; with ``avgpool=auto`` (a ViT) each of the two also chooses on validation
-   between the CLS features and CLS + mean patch token; test predictions come last;
+   between the CLS features and CLS + mean patch token; test predictions come last. The k-NN uses the
+   linear probe's features (the last ``n_last`` CLS tokens, concatenated): DINO's ``eval_knn`` and the
+   online k-NN of pretraining use the last block's only, so compare k-NN numbers at the same ``n_last``;
 5. pools the test predictions of all folds (every subject is tested exactly once in k-fold/LOSO)
    into one report: pooled and per-subject accuracy, macro-F1 and κ with mean ± SD over subjects,
    per-class F1, confusion matrices; writes ``confusion_{knn,linear}.png``,
@@ -46,6 +49,7 @@ from wearspec.evaluate.knn import knn_predict
 from wearspec.evaluate.linear import LinearProbeConfig, fit_linear_probe
 from wearspec.evaluate.metrics import METRICS, classification_report, format_mean_sd, macro_f1
 from wearspec.evaluate.plots import plot_confusion, plot_per_subject
+from wearspec.utils.checkpoint import list_checkpoints
 from wearspec.utils.io import jsonable, write_json
 
 WHICH = ("teacher", "student", "random")
@@ -102,7 +106,8 @@ def resolve_checkpoint(path: str | Path) -> Path:
              if f.is_file() and not f.name.startswith(".") and f.suffix in CHECKPOINT_SUFFIXES]
     if not found:
         raise WearspecError(f"{folder}: no checkpoint files ({', '.join(CHECKPOINT_SUFFIXES)}) in this folder")
-    return max(found, key=lambda f: (f.stat().st_mtime_ns, f.name))
+    steps = list_checkpoints(folder)  # ckpt-<step>.pt: the highest step (copies need not keep modification times)
+    return steps[-1] if steps else max(found, key=lambda f: (f.stat().st_mtime_ns, f.name))
 
 
 def check_store_matches(store: WindowStore, meta: dict, source: str) -> None:
@@ -193,7 +198,7 @@ def run_probe(cfg: ProbeConfig, encoder: torch.nn.Module | None = None, meta: di
         raise WearspecError("probe: both store=… (labelled window store) and output=… (report folder) are required")
     out = Path(cfg.output)
     store = WindowStore(cfg.store)
-    torch.manual_seed(cfg.seed)  # a `random` encoder is reproducible
+    torch.manual_seed(cfg.seed)  # the probe's own draws (the `random` encoder has its own fixed seed)
     ckpt = None
     if encoder is None:
         if not cfg.checkpoint:
@@ -219,8 +224,12 @@ def run_probe(cfg: ProbeConfig, encoder: torch.nn.Module | None = None, meta: di
     device = resolve_device(cfg.device)
     encoder.to(device)
     avgpool = cfg.avgpool is not False  # "auto" extracts both and lets validation choose per split
-    key = cache_key(encoder=hash_module(encoder), which=cfg.which, n_last=cfg.n_last, avgpool=avgpool,
-                    store=_store_identity(store), indices=hash_array(needed))
+    # the weights, and what they do not hold: the architecture and front end settings, and the library versions
+    import timm
+
+    key = cache_key(encoder=hash_module(encoder), architecture=repr(encoder), meta=meta, which=cfg.which,
+                    n_last=cfg.n_last, avgpool=avgpool, store=_store_identity(store), indices=hash_array(needed),
+                    versions=f"torch {torch.__version__}, timm {timm.__version__}")
     fn = functools.partial(encoder.probe_features, n_last=cfg.n_last, avgpool=avgpool)
     cache = FeatureCache(out / "features")
     (feats, labels, _), hit = cache.get_or_compute(
