@@ -395,6 +395,20 @@ def test_bad_inputs(store, deseptr_run, tmp_path):
           "stages=[student]", f"teacher_checkpoint={run_dir / 'student' / 'best.pt'}")
     fails(r"manifest.json: not a wearspec checkpoint", "stages=[student]",
           f"teacher_checkpoint={tmp_path / 'nolabels' / 'manifest.json'}")
+    # a given teacher records the subjects it saw, and is refused where one of them is a test subject
+    rep = json.loads((run_dir / "teacher" / "report.json").read_text())
+    assert t["subjects"] == {part: sorted(rep["split"]["subjects"][part]) for part in ("train", "val")}
+    seen = t["subjects"]["train"][0]
+    fails(rf"teacher/best.pt: the teacher was trained or validated on test subjects of split holdout \({seen}\)",
+          "stages=[student]", f"teacher_checkpoint={run_dir / 'teacher' / 'best.pt'}", f"split.test_subjects=[{seen}]")
+    from wearspec.data.splits import make_splits
+    from wearspec.finetune.recipe import _check_teacher_subjects
+
+    unrecorded = {k: v for k, v in t.items() if k != "subjects"}
+    torch.save(unrecorded, tmp_path / "unrecorded.pt")
+    splits = make_splits(s, np.flatnonzero(s.labels >= 0), _cfg(store, tmp_path / "x").split)
+    with pytest.warns(UserWarning, match="unrecorded.pt: the checkpoint does not record the subjects"):
+        _check_teacher_subjects(str(tmp_path / "unrecorded.pt"), splits, s)
     # a given teacher works: its front end is used, the student distils from it
     out = tmp_path / "given"
     given = run_finetune(_cfg(store, out, "stages=[student]", f"teacher_checkpoint={run_dir / 'teacher' / 'best.pt'}",

@@ -29,6 +29,7 @@ from __future__ import annotations
 import copy
 import json
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,7 @@ from wearspec.evaluate.probe import check_store_matches
 from wearspec.utils.io import jsonable
 from wearspec.finetune.losses import KINDS, DistillationLoss, class_weights
 from wearspec.finetune.trainer import LoopConfig, RuntimeConfig, Stage, check_same_run, evaluate_stage, train_stage
-from wearspec.models.classifier import Classifier, classifier_meta, load_classifier
+from wearspec.models.classifier import Classifier, classifier_meta, load_classifier, trained_subjects
 from wearspec.models.cnn import CNNConfig, build_teacher
 from wearspec.models.students import StudentConfig, build_student, init_from_pretrain
 from wearspec.utils import distributed as du
@@ -225,6 +226,24 @@ def _given_teacher(cfg: FinetuneConfig, store: WindowStore) -> tuple[Classifier,
     return classifier, meta, name
 
 
+def _check_teacher_subjects(name: str, splits: list, store: WindowStore) -> None:
+    """Refuse a given teacher that was trained or validated on a test subject of any split (its targets would
+    carry those subjects into the student); warn when its checkpoint does not say which subjects it saw."""
+    seen = trained_subjects(name)
+    if seen is None:
+        warnings.warn(f"{name}: the checkpoint does not record the subjects it was trained on, so it cannot be "
+                      "checked against the test subjects; make sure it never saw them", stacklevel=2)
+        return
+    seen_set = set(seen["train"]) | set(seen["val"])
+    for sp in splits:
+        test = {store.subject_names[c] if store.subject_names else str(c) for c in sp.subjects["test"]}
+        both = sorted(seen_set & test)
+        if both:
+            raise WearspecError(f"{name}: the teacher was trained or validated on test subjects of split {sp.name} "
+                                f"({', '.join(both[:5])}{'…' if len(both) > 5 else ''}); train the teacher here "
+                                "(stages=[teacher, student]) or give one trained without them")
+
+
 def _fold_frontend(cfg: FinetuneConfig, store: WindowStore, train: np.ndarray, fold: Path, pre, given,
                    dist: du.DistInfo) -> SpectrogramFrontend:
     """The fold's front end: the pretrain checkpoint's, else the given teacher's, else fitted on the training
@@ -310,8 +329,10 @@ def _run(cfg: FinetuneConfig, dist: du.DistInfo) -> dict:
     given = _given_teacher(cfg, store)
     C, K, names = store.n_channels, len(store.label_names), store.label_names
 
-    # 2. subject-wise splits over the labelled windows
+    # 2. subject-wise splits over the labelled windows; a given teacher must not have seen any test subject
     splits = make_splits(store, np.flatnonzero(store.labels >= 0), cfg.split)
+    if given is not None:
+        _check_teacher_subjects(given[2], splits, store)
     if dist.is_main:
         write_text(out / "config.yaml", to_yaml(cfg))
     common = {"store": str(store.path), "split": to_dict(cfg.split), "label_fraction": cfg.label_fraction,

@@ -302,16 +302,21 @@ def train_stage(st: Stage, dist: du.DistInfo) -> dict[str, Any]:
             "early_stopping": dict(early), "data": data_record(st.store, len(ds)),
         }, ckpt_dir, at, rt.keep_last, model, gen, log)
 
+    names = st.store.subject_names
+    trained_on = {part: sorted({names[c] if names else str(c) for c in np.unique(st.store.subjects[idx]).tolist()})
+                  for part, idx in (("train", st.train_idx), ("val", st.val_idx))}
+
     def end_epoch(epoch: int, at: int) -> None:
-        """Validation, best.pt, early stopping (identical decisions on every rank)."""
+        """Validation, best.pt (with the subjects it was trained and validated on), early stopping (identical
+        decisions on every rank)."""
         val = _validate(model, st.store, st.val_idx, max(lp.batch_size, 256), dist, amp_dtype)
         score = val["val_macro_f1"] if val is not None else None
         improved = score is None or score > early["best_score"]
         if improved:
             early.update(best_score=score if score is not None else -math.inf, best_epoch=epoch, bad_epochs=0)
             if dist.is_main:
-                save_classifier(out / "best.pt", model, st.meta,
-                                {"part": st.name, "epoch": epoch, "step": at, "val_macro_f1": score})
+                save_classifier(out / "best.pt", model, st.meta, {"part": st.name, "epoch": epoch, "step": at,
+                                                                  "val_macro_f1": score, "subjects": trained_on})
         else:
             early["bad_epochs"] += 1
             early["stopped"] = bool(lp.patience) and early["bad_epochs"] >= lp.patience

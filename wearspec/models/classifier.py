@@ -161,9 +161,7 @@ def load_classifier(path: str | os.PathLike, map_location: str | torch.device = 
     """Rebuild a classifier from a classifier checkpoint (a file, or a stage folder holding ``best.pt``)
     → (classifier in eval mode on ``map_location``, its ``"classifier"`` block). Every problem is a
     one-line :class:`WearspecError` naming the file."""
-    path = Path(path)
-    if path.is_dir() and (path / "best.pt").is_file():
-        path = path / "best.pt"
+    path = classifier_file(path)
     ckpt = load_checkpoint(path, map_location=map_location)  # format/version checks, errors name the file
     meta = ckpt.get("classifier")
     if not isinstance(meta, dict):
@@ -181,3 +179,18 @@ def load_classifier(path: str | os.PathLike, map_location: str | torch.device = 
         raise WearspecError(f"{path}: 'state_dict' does not fit the model described in 'classifier': {problem}")
     classifier.load_state_dict(state)
     return classifier.to(map_location).eval(), meta
+
+
+def classifier_file(path: str | os.PathLike) -> Path:
+    """A classifier checkpoint file: ``path`` itself, or the ``best.pt`` of a stage folder."""
+    path = Path(path)
+    return path / "best.pt" if path.is_dir() and (path / "best.pt").is_file() else path
+
+
+def trained_subjects(path: str | os.PathLike) -> dict[str, list[str]] | None:
+    """The subjects a classifier checkpoint was trained and validated on, ``{"train": [...], "val": [...]}``
+    (names; ``wearspec finetune`` records them in ``best.pt``), or None for a checkpoint without the record."""
+    subjects = load_checkpoint(classifier_file(path)).get("subjects")
+    if not isinstance(subjects, dict):
+        return None
+    return {part: [str(s) for s in subjects.get(part, [])] for part in ("train", "val")}
