@@ -478,3 +478,33 @@ def test_calibration_reader_uses_equal_batches():
         while (b := r.get_next()) is not None:
             got.append(len(b["windows"]))
         assert got == sizes, (n, got)
+
+
+def _subjects_store(path: Path, unlabelled: bool):
+    from wearspec.data.store import StoreWriter, WindowStore
+
+    rng = np.random.default_rng(0)
+    with StoreWriter(path, channels=["a"], rate=10, window=8, hop=4, label_names=["x", "y"]) as w:
+        for s in range(10):
+            w.add(rng.standard_normal((4, 1, 8)), f"s{s}", f"s{s}-r", np.arange(4) * 0.4, np.arange(4) % 2)
+        if unlabelled:  # a subject for pretraining only
+            w.add(rng.standard_normal((4, 1, 8)), "u0", "u0-r", np.arange(4) * 0.4, np.full(4, -1))
+    return WindowStore(path)
+
+
+def test_int8_is_scored_on_subjects_the_model_never_saw(tmp_path):
+    """With the checkpoint's record: calibrate on its training subjects, score on every other labelled subject;
+    without: the split over the labelled windows, so an unlabelled subject cannot move the test subjects."""
+    store = _subjects_store(tmp_path / "a", unlabelled=True)
+
+    def names(idx):
+        return sorted({store.subject_names[c] for c in store.subjects[idx]})
+
+    cal, test, how = export_mod._held_out(store, SplitConfig(), {"train": ["s0", "s1"], "val": ["s2"]})
+    assert names(cal) == ["s0", "s1"] and names(test) == [f"s{i}" for i in range(3, 10)]
+    assert "not trained or validated on" in how
+    _, test_a, _ = export_mod._held_out(store, SplitConfig(), None)
+    plain = _subjects_store(tmp_path / "b", unlabelled=False)
+    _, test_b, _ = export_mod._held_out(plain, SplitConfig(), None)
+    assert names(test_a) == sorted({plain.subject_names[c] for c in plain.subjects[test_b]})
+    assert "u0" not in names(test_a)

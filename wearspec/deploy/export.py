@@ -64,9 +64,11 @@ class ExportConfig:
 
     ``checkpoint``: a ``wearspec finetune`` classifier (``best.pt`` or its stage folder). ``output``: the
     bundle folder. ``store``: a window store of the same channels/rate/window (optional; gives the real-window
-    parity check, the INT8 calibration windows (training subjects of ``split``) and the INT8 accuracy on its
-    test subjects). ``parity_atol``/``parity_rtol``: the parity gate on probabilities (see the module
-    docstring). ``exporter``: ``auto`` (TorchScript, then dynamo), ``torchscript`` or ``dynamo``.
+    parity check, the INT8 calibration windows and the INT8 accuracy on held-out subjects: with a checkpoint of
+    ``wearspec finetune``, which records its training and validation subjects, every other labelled subject;
+    else the test subjects of ``split`` over the labelled windows). ``parity_atol``/``parity_rtol``: the
+    parity gate on probabilities (see the module docstring). ``exporter``: ``auto`` (TorchScript, then
+    dynamo), ``torchscript`` or ``dynamo``.
     """
 
     checkpoint: str = ""
@@ -272,12 +274,13 @@ def export_classifier(classifier: nn.Module, meta: dict[str, Any], output: str |
                       parity_windows: int = 64, accuracy_windows: int = 4096, check_fp16: bool = True,
                       exporter: str = "auto", split: SplitConfig | None = None, seed: int = 0,
                       overwrite: bool = False, source_checkpoint: str | Path | None = None,
-                      log=None) -> dict[str, Any]:
+                      trained_on: dict[str, list[str]] | None = None, log=None) -> dict[str, Any]:
     """Export ``classifier`` (a :class:`~wearspec.models.classifier.Classifier` or any module with
     ``frontend`` and ``model``) described by ``meta`` (its ``classifier_meta`` block) to the bundle folder
     ``output``; see the module docstring for the steps and gates. Returns a summary (bundle path, opset,
-    exporter, op counts, parity, FP16 and INT8 figures, warnings, seconds). ``log``: a callable taking one
-    line of progress (default: silent)."""
+    exporter, op counts, parity, FP16 and INT8 figures, warnings, seconds). ``trained_on``: the subjects the
+    classifier was trained and validated on (:func:`~wearspec.models.classifier.trained_subjects`), so that
+    INT8 is scored on the others. ``log``: a callable taking one line of progress (default: silent)."""
     t0, say = time.time(), (log or (lambda line: None))
     bundle_io.check_output(output, overwrite)  # fail before minutes of work, not after
     rng = np.random.default_rng(seed)
@@ -351,7 +354,7 @@ def export_classifier(classifier: nn.Module, meta: dict[str, Any], output: str |
         notes.append("INT8 skipped: it needs a store (calibration windows and test subjects)")
     elif int8:
         int8_sec, qdata = _int8(model, sess, store, split or SplitConfig(), rng, calibration_windows,
-                                calibration_method, quantize_attention, accuracy_windows, say)
+                                calibration_method, quantize_attention, accuracy_windows, say, trained_on)
         files["model.int8.onnx"] = qdata
 
     fe = classifier.frontend
@@ -389,14 +392,33 @@ def export_classifier(classifier: nn.Module, meta: dict[str, Any], output: str |
             "notes": notes, "seconds": round(time.time() - t0, 1)}
 
 
-def _int8(model, sess, store: WindowStore, split: SplitConfig, rng, n_cal: int, method: str, attention: bool,
-          n_acc: int, say) -> tuple[dict[str, Any], bytes]:
-    """Calibrate on training-subject windows, quantize, op-check, and score FP32 vs INT8 on test subjects."""
+def _held_out(store: WindowStore, split: SplitConfig, trained_on: dict[str, list[str]] | None
+              ) -> tuple[np.ndarray, np.ndarray, str]:
+    """(calibration windows, test windows, how the test was chosen). With the checkpoint's record of the
+    subjects it was trained and validated on (``trained_on``): calibrate on its training subjects, score on the
+    labelled windows of every other subject. Without: ``split`` over the labelled windows, as fine-tuning
+    splits them (so the same split settings give the same test subjects)."""
+    labelled = np.flatnonzero(store.labels >= 0)
+    if trained_on is not None:
+        names = np.asarray(store.subject_names if store.subject_names else
+                           [str(c) for c in range(int(store.subjects.max()) + 1)], dtype=object)
+        subject = names[store.subjects]
+        seen = np.isin(subject, list(trained_on["train"]) + list(trained_on["val"]))
+        calibration = np.flatnonzero(np.isin(subject, list(trained_on["train"])))
+        if calibration.size:
+            return calibration, labelled[~seen[labelled]], "subjects the checkpoint was not trained or validated on"
     try:
-        sp = make_splits(store, np.arange(len(store)), split)[0]
-        train, test, split_name = sp.train, sp.test, sp.name
+        sp = make_splits(store, labelled, split)[0]
+        return sp.train, sp.test, sp.name
     except WearspecError as e:  # e.g. a single-subject store: calibrate on everything, no held-out score
-        train, test, split_name = np.arange(len(store)), np.zeros(0, np.int64), f"none ({e})"
+        return np.arange(len(store)), np.zeros(0, np.int64), f"none ({e})"
+
+
+def _int8(model, sess, store: WindowStore, split: SplitConfig, rng, n_cal: int, method: str, attention: bool,
+          n_acc: int, say, trained_on: dict[str, list[str]] | None = None) -> tuple[dict[str, Any], bytes]:
+    """Calibrate on training-subject windows, quantize, op-check, and score FP32 vs INT8 on held-out subjects
+    (:func:`_held_out`)."""
+    train, test, split_name = _held_out(store, split, trained_on)
     cal_idx = np.sort(rng.choice(train, size=min(n_cal, len(train)), replace=False))
     say(f"INT8: calibrating on {len(cal_idx)} windows of the training subjects")
     qmodel, info = quantize_int8(model, store.read_batch(cal_idx), input_name=INPUT_NAME, method=method,
@@ -453,7 +475,7 @@ def _first_line(e: BaseException) -> str:
 def run_export(cfg: ExportConfig, log=None) -> dict[str, Any]:
     """``wearspec export``: load ``cfg.checkpoint`` (:func:`~wearspec.models.classifier.load_classifier`) and
     :func:`export_classifier` it to ``cfg.output`` → the summary."""
-    from wearspec.models.classifier import load_classifier
+    from wearspec.models.classifier import load_classifier, trained_subjects
 
     cfg.validate()
     if not cfg.checkpoint or not cfg.output:
@@ -469,4 +491,4 @@ def run_export(cfg: ExportConfig, log=None) -> dict[str, Any]:
         quantize_attention=cfg.quantize_attention, parity_atol=cfg.parity_atol, parity_rtol=cfg.parity_rtol,
         parity_windows=cfg.parity_windows, accuracy_windows=cfg.accuracy_windows, check_fp16=cfg.fp16_check,
         exporter=cfg.exporter, split=cfg.split, seed=cfg.seed, overwrite=cfg.overwrite, source_checkpoint=ckpt,
-        log=log)
+        trained_on=trained_subjects(ckpt), log=log)
