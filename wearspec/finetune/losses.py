@@ -2,7 +2,8 @@
 
 * :func:`cross_entropy` — CE of logits (B, K) against class indices (B,) or soft labels (B, K) (cut-mix
   mixes one-hot labels), with optional class weights and label smoothing.
-* :func:`soft_distillation` — ``KL(softmax(t/τ) ‖ softmax(s/τ))·τ²``, mean over the batch (DeiT "soft").
+* :func:`soft_distillation` — ``KL(softmax(t/τ) ‖ softmax(s/τ))·τ²``, mean over the batch (DeiT "soft"; DeiT's
+  code divides the summed KL by B·K, so at the same α this term weighs K times more than there).
 * :func:`hard_distillation` — ``CE(s, argmax t)`` (DeiT "hard"; the teacher's decision is the label).
 * :func:`class_weights` — inverse class frequency, normalised to mean 1 ("balanced").
 * :class:`DistillationLoss` — the DeiT / DeSepTr objective on a student's two heads:
@@ -49,7 +50,8 @@ def cross_entropy(logits: Tensor, target: Tensor, weight: Tensor | None = None,
 
 def soft_distillation(student_logits: Tensor, teacher_logits: Tensor, tau: float = 1.0) -> Tensor:
     """``KL(softmax(t/τ) ‖ softmax(s/τ))·τ²`` averaged over the batch; logits (B, K). The τ² keeps the
-    gradient scale independent of τ (Hinton et al.); the teacher is detached."""
+    gradient scale independent of τ (Hinton et al.); the teacher is detached. This is the KL per sample
+    (``batchmean``); DeiT's ``DistillationLoss`` divides the sum by B·K instead, i.e. K times smaller."""
     log_s = F.log_softmax(student_logits.float() / tau, dim=-1)
     log_t = F.log_softmax(teacher_logits.detach().float() / tau, dim=-1)
     return F.kl_div(log_s, log_t, reduction="batchmean", log_target=True) * (tau * tau)
