@@ -98,7 +98,7 @@ def subject_split(
     rest = [c for c in order if c not in set(test)]
     val = _codes(subject_names, val_subjects, present, "val_subjects")
     if val is not None and set(val) & set(test):
-        both = sorted(subject_names[c] for c in set(val) & set(test)) if subject_names else sorted(set(val) & set(test))
+        both = sorted(subject_names[c] for c in set(val) & set(test))  # names given, so subject_names too
         raise WearspecError(f"split.val_subjects: {both} are test subjects too; model selection must never see a "
                             "test subject")
     if val is None:
@@ -193,7 +193,7 @@ def make_splits(store: "WindowStore", windows: np.ndarray, cfg: SplitConfig) -> 
         subj = sp.subjects or {k: np.unique(store.subjects[v]).tolist() for k, v in parts.items()}
         shared = sorted((set(subj["train"]) & set(subj["test"])) | (set(subj["val"]) & set(subj["test"])))
         if shared:  # only a dataset's own split can do this (the others are subject-wise by construction)
-            names = [store.subject_names[c] for c in shared[:5]] if store.subject_names else shared[:5]
+            names = [store.subject_names[c] for c in shared[:5]]
             warnings.warn(f"split {sp.name}: {len(shared)} subject(s) have windows in the test part and in the "
                           f"training or validation part ({names}…): the test is not subject-wise", stacklevel=2)
         if parts["test"].size == 0:

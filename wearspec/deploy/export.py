@@ -400,9 +400,7 @@ def _held_out(store: WindowStore, split: SplitConfig, trained_on: dict[str, list
     splits them (so the same split settings give the same test subjects)."""
     labelled = np.flatnonzero(store.labels >= 0)
     if trained_on is not None:
-        names = np.asarray(store.subject_names if store.subject_names else
-                           [str(c) for c in range(int(store.subjects.max()) + 1)], dtype=object)
-        subject = names[store.subjects]
+        subject = np.asarray(store.subject_names, dtype=object)[store.subjects]
         seen = np.isin(subject, list(trained_on["train"]) + list(trained_on["val"]))
         calibration = np.flatnonzero(np.isin(subject, list(trained_on["train"])))
         if calibration.size:
@@ -475,15 +473,13 @@ def _first_line(e: BaseException) -> str:
 def run_export(cfg: ExportConfig, log=None) -> dict[str, Any]:
     """``wearspec export``: load ``cfg.checkpoint`` (:func:`~wearspec.models.classifier.load_classifier`) and
     :func:`export_classifier` it to ``cfg.output`` → the summary."""
-    from wearspec.models.classifier import load_classifier, trained_subjects
+    from wearspec.models.classifier import classifier_file, load_classifier, trained_subjects
 
     cfg.validate()
     if not cfg.checkpoint or not cfg.output:
         raise WearspecError("export: checkpoint and output are required (checkpoint=<best.pt> output=<folder>)")
     bundle_io.check_output(cfg.output, cfg.overwrite)
-    ckpt = Path(cfg.checkpoint)
-    if ckpt.is_dir() and (ckpt / "best.pt").is_file():
-        ckpt = ckpt / "best.pt"
+    ckpt = classifier_file(cfg.checkpoint)
     classifier, meta = load_classifier(ckpt)
     return export_classifier(
         classifier, meta, cfg.output, cfg.store or None, opset=cfg.opset, int8=cfg.int8,

@@ -236,8 +236,7 @@ def _check_teacher_subjects(name: str, splits: list, store: WindowStore) -> None
         return
     seen_set = set(seen["train"]) | set(seen["val"])
     for sp in splits:
-        test = {store.subject_names[c] if store.subject_names else str(c) for c in sp.subjects["test"]}
-        both = sorted(seen_set & test)
+        both = sorted(seen_set & set(sp.describe(store.subject_names)["subjects"]["test"]))
         if both:
             raise WearspecError(f"{name}: the teacher was trained or validated on test subjects of split {sp.name} "
                                 f"({', '.join(both[:5])}{'…' if len(both) > 5 else ''}); train the teacher here "

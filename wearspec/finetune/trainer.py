@@ -303,7 +303,7 @@ def train_stage(st: Stage, dist: du.DistInfo) -> dict[str, Any]:
         }, ckpt_dir, at, rt.keep_last, model, gen, log)
 
     names = st.store.subject_names
-    trained_on = {part: sorted({names[c] if names else str(c) for c in np.unique(st.store.subjects[idx]).tolist()})
+    trained_on = {part: sorted({names[c] for c in np.unique(st.store.subjects[idx])})
                   for part, idx in (("train", st.train_idx), ("val", st.val_idx))}
 
     def end_epoch(epoch: int, at: int) -> None:

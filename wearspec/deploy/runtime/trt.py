@@ -84,15 +84,16 @@ def current_environment(device: int = 0) -> dict:
     return {"tensorrt": trt.__version__, "gpu": name, "compute_capability": f"{props.major}.{props.minor}"}
 
 
-_LOGGERS: dict = {}
+_LOGGER: tuple = (None, None)  # (the tensorrt module, its logger)
 
 
 def _logger(trt, verbose: bool = False):
     """The process's one ``trt.Logger`` (TensorRT keeps the first logger it is given and ignores, with a
     warning, any other while objects made with the first are alive); ``verbose`` sets its severity."""
-    if id(trt) not in _LOGGERS:  # keyed by the module (kept alive with it, so the key stays its own)
-        _LOGGERS[id(trt)] = (trt, trt.Logger(trt.Logger.WARNING))
-    logger = _LOGGERS[id(trt)][1]
+    global _LOGGER
+    if _LOGGER[0] is not trt:
+        _LOGGER = (trt, trt.Logger(trt.Logger.WARNING))
+    logger = _LOGGER[1]
     logger.min_severity = trt.Logger.VERBOSE if verbose else trt.Logger.WARNING
     return logger
 
