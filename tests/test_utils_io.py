@@ -30,3 +30,12 @@ def test_failed_write_leaves_nothing(tmp_path):
             tmp.write_text("partial")
             raise RuntimeError("boom")
     assert os.listdir(tmp_path) == []
+
+
+def test_atomic_write_takes_any_buffer_and_leaves_no_temp(tmp_path):
+    from wearspec.utils.io import atomic_write
+
+    atomic_write(tmp_path / "m.engine", bytearray(b"abc"))
+    atomic_write(tmp_path / "m.engine", memoryview(b"xyz"))
+    assert (tmp_path / "m.engine").read_bytes() == b"xyz" and os.listdir(tmp_path) == ["m.engine"]
+    assert stat.S_IMODE((tmp_path / "m.engine").stat().st_mode) == 0o666 & ~_UMASK

@@ -19,6 +19,7 @@ import torch
 
 from wearspec.errors import WearspecError
 from wearspec.utils import distributed as du
+from wearspec.utils.io import atomic_path
 from wearspec.utils.seed import rng_state
 
 FORMAT = "wearspec-checkpoint"
@@ -44,17 +45,9 @@ def save_checkpoint(state: dict, folder: str | os.PathLike, step: int, keep_last
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     target = checkpoint_path(folder, step)
-    tmp = folder / f".{target.name}.tmp-{os.getpid()}"
     state = {"format": FORMAT, "version": VERSION, **state}
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_path(target) as tmp, open(tmp, "wb") as f:  # temp name, fsync, rename
+        torch.save(state, f)
     if keep_last > 0:
         for old in list_checkpoints(folder)[:-keep_last]:
             old.unlink(missing_ok=True)

@@ -1,7 +1,10 @@
-"""Atomic output: write under a temporary name beside the target, then rename.
+"""Atomic output: write under a temporary name beside the target, flush it to disk, then rename.
 
 A crash or an error part-way leaves the old target (or nothing) in place, never a half-written file
-or folder.
+or folder; after the rename the data is on disk (fsync), so a power cut does not leave an empty file under
+the real name. This is the one atomic writer of the package: checkpoints, bundles, reports and TensorRT
+engines all go through :func:`atomic_path`. It imports only the standard library and numpy, so the
+torch-free runtime (:mod:`wearspec.deploy.runtime`) uses it on a Jetson too.
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ _UMASK = _read_umask()
 def atomic_path(target: str | os.PathLike, *, is_dir: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; on success rename it onto ``target``.
 
-    For a folder, an existing ``target`` is replaced only after the new one is complete. On any
+    The temporary file (or every file of the temporary folder) is fsynced before the rename, and the parent
+    folder after it. For a folder, an existing ``target`` is replaced only after the new one is complete. On any
     exception the temporary path is removed and the exception propagates. The result gets the permissions
     a plain ``open``/``mkdir`` would give (0o666 / 0o777 less the umask), not ``mkstemp``'s private 0o600.
     """
@@ -48,6 +52,7 @@ def atomic_path(target: str | os.PathLike, *, is_dir: bool = False) -> Iterator[
         yield tmp
         if tmp.exists():
             os.chmod(tmp, (0o777 if is_dir else 0o666) & ~_UMASK)
+            _fsync_tree(tmp)
         if is_dir:
             if target.exists():
                 old = target.with_name(f".{target.name}.old-{os.getpid()}")
@@ -58,12 +63,44 @@ def atomic_path(target: str | os.PathLike, *, is_dir: bool = False) -> Iterator[
                 os.replace(tmp, target)
         else:
             os.replace(tmp, target)
+        _fsync(target.parent)  # the rename itself
     except BaseException:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
         elif tmp.exists():
             tmp.unlink()
         raise
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's (or a folder's entries') data to disk; a file system that cannot is left as it is."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(path: Path) -> None:
+    """fsync a file, or every file and folder below a folder (a bundle, a report folder)."""
+    if path.is_dir():
+        for root, _, names in os.walk(path):
+            for name in names:
+                _fsync(Path(root) / name)
+            _fsync(Path(root))
+    else:
+        _fsync(path)
+
+
+def atomic_write(path: str | os.PathLike, data: Any) -> None:
+    """Write bytes (or any buffer, e.g. TensorRT's ``IHostMemory``) to ``path`` atomically."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        fh.write(memoryview(data))
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
