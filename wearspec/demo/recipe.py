@@ -39,6 +39,7 @@ from wearspec.config import (PrepareConfig, SyntheticConfig, from_dict, saved_co
                              to_yaml)
 from wearspec.data.splits import SplitConfig, make_splits
 from wearspec.data.store import WindowStore
+from wearspec.demo.steps import STEPS
 from wearspec.deploy.export import ExportConfig
 from wearspec.errors import WearspecError
 from wearspec.evaluate.probe import ProbeConfig
@@ -46,8 +47,6 @@ from wearspec.finetune.recipe import FinetuneConfig
 from wearspec.models.backbones import PRESETS
 from wearspec.ssl.pretrain import PretrainConfig
 from wearspec.utils.io import jsonable, write_json, write_text
-
-STEPS = ("data", "pretrain", "probe", "finetune", "export", "stream", "engine", "report")
 
 
 # -- settings sized for the embedded data on 2 CPU cores (≤ 10 minutes in all) ----------------------------

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from wearspec import __version__
-from wearspec.demo.recipe import STEPS
+from wearspec.demo.steps import STEPS
 from wearspec.utils.io import write_text
 
 
