@@ -1,9 +1,12 @@
+import subprocess
+import sys
 from dataclasses import dataclass, field
 
 import pytest
 
-from wearspec.config import (PrepareConfig, first_difference, load_config, parse_override, saved_config_difference,
+from wearspec.config import (first_difference, load_config, parse_override, saved_config_difference,
                              to_yaml)
+from wearspec.data.prepare import PrepareConfig
 from wearspec.errors import WearspecError
 
 
@@ -101,3 +104,19 @@ def test_saved_config_difference(tmp_path):
     assert saved_config_difference(saved, {"a": {"b": 1}, "runtime": {"threads": 2}}, ignore=("runtime",)) is None
     assert saved_config_difference(saved, {"a": {"b": 2}, "runtime": {"threads": 1}}) == ("a", "a.b: 1 before, 2 now")
     assert saved_config_difference(saved, {"a": {"b": 1}}) == ("runtime", "runtime is only in the saved settings")
+
+
+def test_loader_imports_nothing_from_data_and_old_names_resolve():
+    """config.py is only the generic loader (no arrow back up to wearspec.data); the prepare settings
+    it used to hold still resolve from it, to the classes in their own modules."""
+    code = ("import sys, wearspec.config as c; assert not [m for m in sys.modules if m.startswith('wearspec.data')], "
+            "sorted(m for m in sys.modules if m.startswith('wearspec.'))")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    import wearspec.config as c
+    from wearspec.data.readers.config import GenericConfig, SyntheticConfig
+    from wearspec.data.store import StoreConfig
+
+    assert c.PrepareConfig is PrepareConfig and c.GenericConfig is GenericConfig
+    assert c.SyntheticConfig is SyntheticConfig and c.StoreConfig is StoreConfig
+    with pytest.raises(AttributeError):
+        c.NoSuchConfig

@@ -10,7 +10,7 @@ import pytest
 
 from wearspec.config import PrepareConfig, load_config
 from wearspec.data import prepare as prep
-from wearspec.data.readers import _har_common, capture24
+from wearspec.data.readers import chunks, capture24
 from wearspec.errors import WearspecError
 
 SLEEP = "7030 sleeping;MET 0.95"
@@ -89,7 +89,7 @@ def test_capture24_other_scheme_single_file_and_plain_csv(dataset: Path, tmp_pat
     plain = tmp_path / "plain"
     write_csv(plain / "P009.csv", seconds=10.0, annotations=(COOK,), gz=False)
     (plain / "dict.csv").write_text(DICTIONARY)
-    monkeypatch.setattr(_har_common, "CHUNK_BYTES", 1000)  # lines straddle chunk borders
+    monkeypatch.setattr(chunks, "CHUNK_BYTES", 1000)  # lines straddle chunk borders
     (rec,) = list(capture24.open_source(plain, cfg("capture24.dictionary=dict.csv")).items)
     assert rec.subject == "P009" and rec.data.shape == (3, 1000) and set(rec.labels.tolist()) == {0}
 

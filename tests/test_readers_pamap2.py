@@ -9,7 +9,7 @@ import pytest
 
 from wearspec.config import PrepareConfig, load_config
 from wearspec.data import prepare as prep
-from wearspec.data.readers import _har_common, pamap2
+from wearspec.data.readers import chunks, pamap2
 from wearspec.errors import WearspecError
 
 FREQ = 2.0  # Hz of the sinusoid on hand_acc16_x
@@ -93,7 +93,7 @@ def test_pamap2_channels_optional_and_single_file(dataset: Path, tmp_path: Path)
 
 def test_pamap2_small_chunks_give_the_same_data(dataset: Path, monkeypatch):
     whole = [r.data for r in pamap2.open_source(dataset / "Protocol", cfg()).items]
-    monkeypatch.setattr(_har_common, "CHUNK_BYTES", 997)
+    monkeypatch.setattr(chunks, "CHUNK_BYTES", 997)
     pieces = [r.data for r in pamap2.open_source(dataset / "Protocol", cfg()).items]
     for a, b in zip(whole, pieces):
         np.testing.assert_array_equal(a, b)

@@ -15,13 +15,11 @@ import dataclasses
 import os
 import types
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence, TypeVar
 
 import yaml
 
-from wearspec.data.windowing import WindowSpec
 from wearspec.errors import WearspecError
 
 T = TypeVar("T")
@@ -229,117 +227,21 @@ def saved_config_difference(saved: str | os.PathLike, config: dict, ignore: Sequ
     return (diff[0][0], diff[1]) if diff is not None else None
 
 
-# ---------------------------------------------------------------------------------------------
-# The prepare stage
-# ---------------------------------------------------------------------------------------------
+# The prepare settings live next to their code (wearspec.data.prepare, .store, .readers.config), so that
+# this loader imports nothing from wearspec.data. These names still resolve here, lazily (only when asked
+# for), so that code and scripts that import them from wearspec.config keep working.
+_PREPARE_NAMES = {
+    "PrepareConfig": "wearspec.data.prepare",
+    "StoreConfig": "wearspec.data.store",
+    **{name: "wearspec.data.readers.config" for name in (
+        "GenericConfig", "Pamap2Config", "Capture24Config", "DaphnetConfig", "UciHarConfig", "AudioConfig",
+        "SyntheticConfig")},
+}
 
 
-@dataclass
-class StoreConfig:
-    """Window-store output: element type, windows per shard file, replace an existing store."""
+def __getattr__(name: str) -> Any:
+    if name in _PREPARE_NAMES:
+        import importlib
 
-    dtype: str = "float32"
-    shard_windows: int = 4096
-    overwrite: bool = False
-
-    def validate(self) -> None:
-        if self.dtype not in ("float16", "float32"):
-            raise WearspecError(f"store.dtype: expected float16 or float32, got {self.dtype!r}")
-        if self.shard_windows < 1:
-            raise WearspecError(f"store.shard_windows: expected ≥ 1, got {self.shard_windows}")
-
-
-@dataclass
-class GenericConfig:
-    """Generic inputs.
-
-    * numpy: a folder with ``X.npy`` (n, C, T) windows, optional ``Y.npy`` labels (n,) and
-      ``P.npy`` (or ``pid.npy``) subject ids (n,); ``rate`` is required.
-    * CSV/Parquet: one file per recording (or a folder of them), one row per sample, a time column,
-      one column per channel, optional label/subject/recording columns.
-    """
-
-    time_column: str = "time"
-    time_unit: str = "s"  # s | ms | us | ns | datetime
-    subject_column: str = "subject"
-    recording_column: str = "recording"
-    label_column: str = "label"
-    channels: list[str] = field(default_factory=list)  # empty: every other numeric column
-    labels: list[str] = field(default_factory=list)  # allowed labels; empty: any seen
-    rate: float | None = None  # native rate in Hz; None: from timestamps
-    max_gap_s: float = 1.0
-
-
-@dataclass
-class Pamap2Config:
-    """PAMAP2 Protocol files: which IMUs (hand, chest, ankle) and which of their sensors
-    (temperature, acc16, acc6, gyro, mag); ``include_optional`` also reads ``Optional/`` when the
-    input is the ``PAMAP2_Dataset`` folder."""
-
-    imus: list[str] = field(default_factory=lambda: ["hand"])
-    sensors: list[str] = field(default_factory=lambda: ["acc16", "gyro"])
-    include_optional: bool = False
-
-
-@dataclass
-class Capture24Config:
-    """Capture-24: which column of annotation-label-dictionary.csv maps annotations to labels."""
-
-    annotation_column: str = "label:Walmsley2020"
-    dictionary: str = "annotation-label-dictionary.csv"
-
-
-@dataclass
-class DaphnetConfig:
-    """Daphnet FoG: sensor locations (ankle, thigh, trunk)."""
-
-    sensors: list[str] = field(default_factory=lambda: ["ankle", "thigh", "trunk"])
-
-
-@dataclass
-class UciHarConfig:
-    """UCI-HAR Inertial Signals: signal groups and the dataset's own train/test splits to read."""
-
-    signals: list[str] = field(default_factory=lambda: ["total_acc", "body_gyro"])
-    splits: list[str] = field(default_factory=lambda: ["train", "test"])
-
-
-@dataclass
-class AudioConfig:
-    """Folders of WAV clips. Labels from a CSV (ESC-50 style) or from sub-folder names (Speech
-    Commands style, with ``validation_list.txt``/``testing_list.txt`` when present)."""
-
-    labels_csv: str = ""  # e.g. meta/esc50.csv, relative to the input folder
-    audio_dir: str = "audio"  # where the CSV's files live, relative to the input folder
-    filename_column: str = "filename"
-    label_column: str = "category"
-    fold_column: str = "fold"  # folds become the 'subject' so that leave-one-subject-out = k-fold CV
-
-
-@dataclass
-class SyntheticConfig:
-    """The embedded default data: simulated wrist IMU (accelerometer + gyroscope) recordings."""
-
-    subjects: int = 24
-    minutes_per_subject: float = 6.0
-    rate: float = 50.0
-    seed: int = 0
-    activities: list[str] = field(
-        default_factory=lambda: ["lying", "sitting", "standing", "walking", "running", "stairs", "cycling"]
-    )
-    unlabelled_subjects: int = 0  # extra subjects stored without labels (pretraining pool)
-
-
-@dataclass
-class PrepareConfig:
-    """``wearspec prepare``: a dataset in its native format → a window store."""
-
-    window: WindowSpec = field(default_factory=WindowSpec)
-    store: StoreConfig = field(default_factory=StoreConfig)
-    generic: GenericConfig = field(default_factory=GenericConfig)
-    pamap2: Pamap2Config = field(default_factory=Pamap2Config)
-    capture24: Capture24Config = field(default_factory=Capture24Config)
-    daphnet: DaphnetConfig = field(default_factory=DaphnetConfig)
-    ucihar: UciHarConfig = field(default_factory=UciHarConfig)
-    audio: AudioConfig = field(default_factory=AudioConfig)
-    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+        return getattr(importlib.import_module(_PREPARE_NAMES[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -11,16 +11,35 @@ import hashlib
 import json
 import os
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
 
 from wearspec import __version__
-from wearspec.config import PrepareConfig, to_dict
+from wearspec.config import to_dict
 from wearspec.data.readers import get_reader
-from wearspec.data.store import StoreWriter, WindowStore, check_output
-from wearspec.data.windowing import cut_windows
+from wearspec.data.readers.config import (AudioConfig, Capture24Config, DaphnetConfig, GenericConfig, Pamap2Config,
+                                          SyntheticConfig, UciHarConfig)
+from wearspec.data.store import StoreConfig, StoreWriter, WindowStore, check_output
+from wearspec.data.windowing import WindowSpec, cut_windows
 from wearspec.errors import WearspecError
+
+
+@dataclass
+class PrepareConfig:
+    """``wearspec prepare``: a dataset in its native format → a window store. ``window`` and ``store``
+    apply to every reader; each reader reads its own section (:mod:`wearspec.data.readers.config`)."""
+
+    window: WindowSpec = field(default_factory=WindowSpec)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    generic: GenericConfig = field(default_factory=GenericConfig)
+    pamap2: Pamap2Config = field(default_factory=Pamap2Config)
+    capture24: Capture24Config = field(default_factory=Capture24Config)
+    daphnet: DaphnetConfig = field(default_factory=DaphnetConfig)
+    ucihar: UciHarConfig = field(default_factory=UciHarConfig)
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
 
 def fingerprint(reader: str, cfg: PrepareConfig, inputs: list[Path], source_meta: dict | None = None) -> str:

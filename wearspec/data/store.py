@@ -23,6 +23,7 @@ import os
 import shutil
 import tempfile
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -35,6 +36,22 @@ VERSION = 1
 DTYPES = ("float16", "float32")
 SPLITS = ("train", "val", "test")
 FLOAT16_MAX = 65504.0
+
+
+@dataclass
+class StoreConfig:
+    """Window-store output (the ``store.*`` settings of ``prepare``): element type, windows per shard
+    file, replace an existing store."""
+
+    dtype: str = "float32"
+    shard_windows: int = 4096
+    overwrite: bool = False
+
+    def validate(self) -> None:
+        if self.dtype not in DTYPES:
+            raise WearspecError(f"store.dtype: expected float16 or float32, got {self.dtype!r}")
+        if self.shard_windows < 1:
+            raise WearspecError(f"store.shard_windows: expected ≥ 1, got {self.shard_windows}")
 
 
 class StoreWriter:

@@ -1,12 +1,13 @@
 """Dataset readers: native files → :class:`Source` (channels, label names, recordings).
 
 Each reader module defines ``open_source(path, cfg) -> Source`` where ``cfg`` is the
-:class:`~wearspec.config.PrepareConfig`. ``Source.items`` yields
+:class:`~wearspec.data.prepare.PrepareConfig`. ``Source.items`` yields
 :class:`~wearspec.data.windowing.Recording` or :class:`~wearspec.data.windowing.WindowBatch`
 objects lazily, so a large dataset streams into the store one recording at a time. Readers check
 the files (missing, empty, truncated, wrong columns, non-numeric values, unknown labels) and raise
 :class:`~wearspec.errors.WearspecError` naming the file and row; windowing, resampling and the NaN
-policy are applied afterwards by :mod:`wearspec.data.prepare`, the same for every reader.
+policy are applied afterwards by :mod:`wearspec.data.prepare`, the same for every reader. Each
+reader's settings section is in :mod:`wearspec.data.readers.config`.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from wearspec.data.readers import Source
-from wearspec.data.readers._common import check_file, read_csv, sort_labels
+from wearspec.data.readers.tables import check_file, read_csv, sort_labels
 from wearspec.data.windowing import WindowBatch
 from wearspec.errors import WearspecError
 

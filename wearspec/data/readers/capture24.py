@@ -31,16 +31,14 @@ from pathlib import Path
 import numpy as np
 
 from wearspec.data.readers import Source
-from wearspec.data.readers._har_common import (
-    check_file,
-    files_matching,
+from wearspec.data.readers.chunks import (
     header_line,
     recordings_from_parts,
     read_chunks,
-    require_path,
     segments,
     split_delimited,
 )
+from wearspec.data.readers.tables import check_file, files_matching, require_path
 from wearspec.errors import WearspecError, where
 
 RATE = 100.0

@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from wearspec.data.readers import Source
-from wearspec.data.readers._common import (
+from wearspec.data.readers.tables import (
     Table,
     check_file,
     column_values,
@@ -126,9 +126,9 @@ def _side_array(path: Path, n: int, xpath: Path, what: str) -> np.ndarray:
     return _as_strings(np.array(arr), path, what)
 
 
-def _open_numpy(folder: Path, cfg) -> Source:
-    g = cfg.generic
-    xpath = folder / "X.npy"
+def _numpy_windows(xpath: Path, g) -> tuple[np.ndarray, list[str], bool]:
+    """``X.npy`` memory-mapped and checked: (windows (n, C, T) or (n, T, C), channel names, whether the
+    array is (n, T, C) and must be transposed). (n, T) is one channel."""
     if g.rate is None:
         raise WearspecError(
             f"{xpath}: numpy windows carry no time stamps; set generic.rate=<Hz> to their native sampling rate"
@@ -149,15 +149,66 @@ def _open_numpy(folder: Path, cfg) -> Source:
     channels = [str(ch) for ch in g.channels]
     if channels and c != len(channels):
         if t == len(channels):  # (n, T, C): the other common layout
-            transpose, c, t = True, t, c
+            transpose, c = True, t
         else:
             raise WearspecError(
                 f"{xpath}: windows have {c} channels (shape {x.shape}, read as (n, channels, samples)) "
                 f"but generic.channels names {len(channels)}: {channels}"
             )
-    channels = channels or [f"ch{i}" for i in range(c)]
-    inputs = [xpath]
+    return x, channels or [f"ch{i}" for i in range(c)], transpose
 
+
+def _numpy_subjects(folder: Path, n: int, xpath: Path) -> tuple[Path | None, np.ndarray | None]:
+    """``P.npy`` or ``pid.npy`` (n,) subject ids as text, if present; an empty id is an error."""
+    ppath = next((folder / p for p in ("P.npy", "pid.npy") if (folder / p).exists()), None)
+    if ppath is None:
+        return None, None
+    pid = _side_array(ppath, n, xpath, "subject ids")
+    empty = np.char.str_len(np.char.strip(pid)) == 0
+    if empty.any():
+        raise WearspecError(f"{where(ppath, f'index {int(np.argmax(empty))}')}: expected a subject id, found none")
+    return ppath, pid
+
+
+def _numpy_batches(x: np.ndarray, transpose: bool, rate: float, codes, pid, xpath: Path):
+    """Windows grouped by subject (in order of first appearance), at most ``CHUNK`` per batch, so
+    memory stays bounded whatever the size of the memory-mapped ``X.npy``."""
+    n, t = x.shape[0], x.shape[1] if transpose else x.shape[2]
+    if pid is None:
+        groups = [("S0", np.arange(n))]
+    else:
+        uniq, first, inv = np.unique(pid, return_index=True, return_inverse=True)
+        order = np.argsort(inv, kind="stable")
+        ends = np.cumsum(np.bincount(inv, minlength=len(uniq)))
+        begins = ends - np.bincount(inv, minlength=len(uniq))
+        groups = [(str(uniq[k]), order[begins[k] : ends[k]]) for k in np.argsort(first, kind="stable")]
+    dur = t / rate
+    for subject, idx in groups:
+        for k0 in range(0, len(idx), CHUNK):
+            sel = idx[k0 : k0 + CHUNK]
+            if sel[-1] - sel[0] + 1 == len(sel):  # contiguous: one slice of the memmap
+                win = np.array(x[sel[0] : sel[-1] + 1], dtype=np.float32)
+            else:
+                win = np.array(x[sel], dtype=np.float32)
+            if transpose:
+                win = np.ascontiguousarray(win.transpose(0, 2, 1))
+            yield WindowBatch(
+                subject=subject,
+                recording=subject,
+                windows=win,
+                rate=float(rate),
+                labels=None if codes is None else codes[sel],
+                starts=np.arange(k0, k0 + len(sel), dtype=np.float64) * dur,
+                source=f"{xpath} (subject {subject})",
+            )
+
+
+def _open_numpy(folder: Path, cfg) -> Source:
+    g = cfg.generic
+    xpath = folder / "X.npy"
+    x, channels, transpose = _numpy_windows(xpath, g)
+    n = x.shape[0]
+    inputs = [xpath]
     ypath = folder / "Y.npy"
     names: list[str] = []
     codes = None
@@ -167,48 +218,12 @@ def _open_numpy(folder: Path, cfg) -> Source:
         names = [str(s) for s in g.labels] or sort_labels(v.strip() for v in np.unique(y).tolist() if v.strip())
         hint = " (generic.labels)" if g.labels else ""
         codes = encode_labels(y, names, lambda i: where(ypath, f"index {i}"), hint)
-
-    ppath = next((folder / p for p in ("P.npy", "pid.npy") if (folder / p).exists()), None)
+    ppath, pid = _numpy_subjects(folder, n, xpath)
     if ppath is not None:
         inputs.append(ppath)
-        pid = _side_array(ppath, n, xpath, "subject ids")
-        empty = np.char.str_len(np.char.strip(pid)) == 0
-        if empty.any():
-            raise WearspecError(f"{where(ppath, f'index {int(np.argmax(empty))}')}: expected a subject id, found none")
-    else:
-        pid = None
-
-    def items():
-        if pid is None:
-            groups = [("S0", np.arange(n))]
-        else:
-            uniq, first, inv = np.unique(pid, return_index=True, return_inverse=True)
-            order = np.argsort(inv, kind="stable")
-            ends = np.cumsum(np.bincount(inv, minlength=len(uniq)))
-            begins = ends - np.bincount(inv, minlength=len(uniq))
-            groups = [(str(uniq[k]), order[begins[k] : ends[k]]) for k in np.argsort(first, kind="stable")]
-        dur = t / g.rate
-        for subject, idx in groups:
-            for k0 in range(0, len(idx), CHUNK):
-                sel = idx[k0 : k0 + CHUNK]
-                if sel[-1] - sel[0] + 1 == len(sel):  # contiguous: one slice of the memmap
-                    win = np.array(x[sel[0] : sel[-1] + 1], dtype=np.float32)
-                else:
-                    win = np.array(x[sel], dtype=np.float32)
-                if transpose:
-                    win = np.ascontiguousarray(win.transpose(0, 2, 1))
-                yield WindowBatch(
-                    subject=subject,
-                    recording=subject,
-                    windows=win,
-                    rate=float(g.rate),
-                    labels=None if codes is None else codes[sel],
-                    starts=np.arange(k0, k0 + len(sel), dtype=np.float64) * dur,
-                    source=f"{xpath} (subject {subject})",
-                )
-
     meta = {"layout": "numpy", "native_rate": float(g.rate), "transposed": transpose}
-    return Source("generic", channels, names, items(), inputs=inputs, meta=meta)
+    items = _numpy_batches(x, transpose, g.rate, codes, pid, xpath)
+    return Source("generic", channels, names, items, inputs=inputs, meta=meta)
 
 
 # ---------------------------------------------------------------------------------------------

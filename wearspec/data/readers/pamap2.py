@@ -27,15 +27,13 @@ from pathlib import Path
 import numpy as np
 
 from wearspec.data.readers import Source
-from wearspec.data.readers._har_common import (
+from wearspec.data.readers.chunks import (
     check_choice,
-    check_file,
     file_recordings,
-    files_matching,
     read_chunks,
-    require_path,
     split_whitespace,
 )
+from wearspec.data.readers.tables import check_file, files_matching, require_path
 from wearspec.errors import WearspecError
 
 RATE = 100.0

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from wearspec.data.readers import Source
-from wearspec.data.readers._common import check_file, count_lines, gc_paused
+from wearspec.data.readers.tables import check_file, count_lines, gc_paused
 from wearspec.data.windowing import WindowBatch
 from wearspec.errors import WearspecError, where
 

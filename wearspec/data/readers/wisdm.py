@@ -42,13 +42,11 @@ from pathlib import Path
 import numpy as np
 
 from wearspec.data.readers import Source
-from wearspec.data.readers._har_common import (
-    check_file,
-    files_matching,
+from wearspec.data.readers.chunks import (
     read_chunks,
-    require_path,
     split_delimited,
 )
+from wearspec.data.readers.tables import check_file, files_matching, require_path
 from wearspec.data.windowing import Recording, uniform_from_timestamps
 from wearspec.errors import WearspecError
 

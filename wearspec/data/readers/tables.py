@@ -1,8 +1,10 @@
-"""Small helpers shared by readers: file checks, tables (CSV / CSV.gz / Parquet), numbers, labels.
+"""Files and whole tables for the readers: finding and checking input files, CSV / CSV.gz / Parquet
+tables column by column, numbers, time columns, labels.
 
 Every helper raises :class:`~wearspec.errors.WearspecError` with the file, the position (CSV line,
 Parquet row, column) and what was expected. A :class:`Table` is column-oriented: CSV cells stay
 strings until a column is asked for as numbers, so text columns (subject, label) cost nothing extra.
+(Large text files parsed in byte chunks: :mod:`wearspec.data.readers.chunks`.)
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import gc
 import gzip
 import io
 import itertools
+import re
 import warnings
 import zlib
 from dataclasses import dataclass, field
@@ -39,8 +42,24 @@ def check_file(path: Path, expected: str = "") -> Path:
     if not path.is_file():
         raise WearspecError(f"{path}: file not found{hint}")
     if path.stat().st_size == 0:
-        raise WearspecError(f"{path}: file is empty{hint}")
+        raise WearspecError(f"{path}: empty file{hint}")
     return path
+
+
+def require_path(path: Path | None, what: str) -> Path:
+    """``path`` itself, or an error when it is missing (``what`` says what was expected)."""
+    if path is None:
+        raise WearspecError(f"no input given; expected {what}")
+    path = Path(path)
+    if not path.exists():
+        raise WearspecError(f"{path}: not found; expected {what}")
+    return path
+
+
+def files_matching(folder: Path, pattern: str) -> list[Path]:
+    """Files directly in ``folder`` whose name matches the regular expression (case-insensitive)."""
+    rx = re.compile(pattern, re.IGNORECASE)
+    return sorted(p for p in folder.iterdir() if p.is_file() and rx.fullmatch(p.name))
 
 
 def table_suffix(path: Path) -> str | None:
@@ -451,13 +470,11 @@ def _parse_datetimes(text: np.ndarray, locate) -> np.ndarray:
 
 def sort_labels(names: Iterable[str]) -> list[str]:
     """Label names in a stable order: numbers numerically, then text alphabetically."""
-
     def key(s: str):
         try:
             return (0, float(s), s)
         except ValueError:
             return (1, 0.0, s)
-
     return sorted(set(names), key=key)
 
 
@@ -471,12 +488,9 @@ def encode_labels(values: np.ndarray, names: Sequence[str], locate, allowed_hint
     lookup = {n: k for k, n in enumerate(names)}
     codes = np.empty(len(uniq), np.int32)
     for j, u in enumerate(uniq.tolist()):
-        if u.strip() == "":
-            codes[j] = -1
-        elif u in lookup:
-            codes[j] = lookup[u]
-        elif u.strip() in lookup:
-            codes[j] = lookup[u.strip()]
+        name = u if u in lookup else u.strip()
+        if name in lookup or not name:
+            codes[j] = lookup.get(name, -1)
         else:
             i = int(np.argmax(inv.ravel() == j))
             shown = ", ".join(map(repr, names[:20])) + (", ..." if len(names) > 20 else "")

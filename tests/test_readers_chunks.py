@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from wearspec.data.readers import _har_common as H
+from wearspec.data.readers import chunks as H
 from wearspec.errors import WearspecError
 
 

@@ -1,10 +1,12 @@
-"""Shared parsing for the native HAR readers (PAMAP2, Capture-24, Daphnet FoG, WISDM).
+"""Large text files read in byte chunks and split by numpy: the parser of the native HAR readers
+(PAMAP2, Capture-24, Daphnet FoG, WISDM), plus their time-axis checks.
 
 Text is read in large byte chunks of whole lines (:func:`read_chunks`, gzip included) and split
-with vectorised numpy searches (:func:`split_whitespace`, :func:`split_delimited`) into a
-:class:`Table` of field boundaries. Each needed column is then converted in one call
-(bytes → float64 / int64 / datetime64), so a 24-hour, 100 Hz file never goes through a per-cell
-Python loop. Python loops run only on the error path, to name the exact line, column and value.
+with vectorised numpy searches (:func:`split_whitespace`, :func:`split_delimited`) into
+:class:`Fields`: the byte offsets of every field of a chunk. Each needed column is then converted in
+one call (bytes → float64 / int64 / datetime64), so a 24-hour, 100 Hz file never goes through a
+per-cell Python loop. Python loops run only on the error path, to name the exact line, column and
+value. (Whole small tables, CSV or Parquet, column by column: :mod:`wearspec.data.readers.tables`.)
 
 Every problem raises :class:`~wearspec.errors.WearspecError` with the file, the line (and column)
 and what was expected.
@@ -13,7 +15,6 @@ and what was expected.
 from __future__ import annotations
 
 import gzip
-import re
 import warnings
 import zlib
 from dataclasses import dataclass
@@ -34,35 +35,6 @@ try:
     _STR = StringDType()
 except ImportError:  # numpy < 2
     _STR = np.dtype("U")
-
-
-# ------------------------------------------------------------------------------------------------
-# Finding input files
-# ------------------------------------------------------------------------------------------------
-
-
-def require_path(path: Path | None, what: str) -> Path:
-    """``path`` itself, or an error when it is missing (``what`` says what was expected)."""
-    if path is None:
-        raise WearspecError(f"no input given; expected {what}")
-    path = Path(path)
-    if not path.exists():
-        raise WearspecError(f"{path}: not found; expected {what}")
-    return path
-
-
-def files_matching(folder: Path, pattern: str) -> list[Path]:
-    """Files directly in ``folder`` whose name matches the regular expression (case-insensitive)."""
-    rx = re.compile(pattern, re.IGNORECASE)
-    return sorted(p for p in folder.iterdir() if p.is_file() and rx.fullmatch(p.name))
-
-
-def check_file(path: Path) -> None:
-    """A readable, non-empty file (else an error naming it)."""
-    if not path.is_file():
-        raise WearspecError(f"{path}: not found or not a file")
-    if path.stat().st_size == 0:
-        raise WearspecError(f"{path}: empty file")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -132,7 +104,7 @@ def header_line(text: bytes) -> bytes:
 
 
 @dataclass
-class Table:
+class Fields:
     """Records of one chunk: ``starts``/``ends`` (n, k) byte offsets of each field, ``lines`` (n,).
 
     ``columns`` names the k fields for error messages. Convert a column with :meth:`floats`,
@@ -247,7 +219,7 @@ def _field_count_error(source, line: int, got: int, n: int, what: str, is_last_l
 
 def split_whitespace(
     text: bytes, first_line: int, n_fields: int, source, columns: Sequence[str], *, is_last: bool = False
-) -> Table:
+) -> Fields:
     """Split whole lines of whitespace-separated fields. Blank lines are skipped; a line with
     another number of fields is an error (the last line of a file: 'truncated')."""
     if not text.endswith(b"\n"):
@@ -271,9 +243,41 @@ def split_whitespace(
         raise _field_count_error(source, first_line + i, int(counts[i]), n_fields, "space-separated values", last)
     rows = np.flatnonzero(filled)
     padded = np.concatenate([buf, np.zeros(_PAD, np.uint8)])
-    return Table(
+    return Fields(
         text, padded, starts.reshape(-1, n_fields), ends.reshape(-1, n_fields), first_line + rows, source, columns
     )
+
+
+def _records(buf: np.ndarray, record_ends: bytes, first_line: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Record boundaries of a chunk: start and stop byte offsets (stop before a ``\\r``) and the file
+    line of each record. Records end at any byte of ``record_ends`` and at ``\\n``."""
+    ends_mask = np.zeros(buf.shape, bool)
+    for ch in set(record_ends + b"\n"):
+        ends_mask |= buf == ch
+    rec_end = np.flatnonzero(ends_mask)
+    rec_start = np.empty_like(rec_end)
+    rec_start[0], rec_start[1:] = 0, rec_end[:-1] + 1
+    stop = rec_end.copy()
+    cr = (stop > rec_start) & (buf[np.maximum(stop - 1, 0)] == _CR)
+    stop[cr] -= 1
+    nl = np.flatnonzero(buf == _NL)
+    return rec_start, stop, first_line + np.searchsorted(nl, rec_start)
+
+
+def _check_unquoted(buf: np.ndarray, rec_start: np.ndarray, limit: np.ndarray, rec_line: np.ndarray, source,
+                    columns: Sequence[str]) -> None:
+    """No quote character before ``limit`` (the start of the free-text last field) in any record."""
+    q = np.flatnonzero(buf == _QUOTE)
+    if not q.size:
+        return
+    first_q = q[np.minimum(np.searchsorted(q, rec_start), q.size - 1)]
+    quoted = (first_q >= rec_start) & (first_q < limit)
+    if quoted.any():
+        i = int(np.argmax(quoted))
+        raise WearspecError(
+            f"{where(source, f'line {int(rec_line[i])}')}: quoted value in the fields "
+            f"{', '.join(columns[:-1])}; expected plain values there"
+        )
 
 
 def split_delimited(
@@ -288,7 +292,7 @@ def split_delimited(
     rest: bool = False,
     trailing_delimiter_ok: bool = False,
     is_last: bool = False,
-) -> Table:
+) -> Fields:
     """Split records of ``delimiter``-separated fields.
 
     Records end at any byte of ``record_ends`` (always including ``\\n``; WISDM also uses ``;``).
@@ -300,17 +304,7 @@ def split_delimited(
     if not text.endswith(b"\n"):
         text += b"\n"
     buf = np.frombuffer(text, np.uint8)
-    ends_mask = np.zeros(buf.shape, bool)
-    for ch in set(record_ends + b"\n"):
-        ends_mask |= buf == ch
-    rec_end = np.flatnonzero(ends_mask)
-    rec_start = np.empty_like(rec_end)
-    rec_start[0], rec_start[1:] = 0, rec_end[:-1] + 1
-    stop = rec_end.copy()
-    cr = (stop > rec_start) & (buf[np.maximum(stop - 1, 0)] == _CR)
-    stop[cr] -= 1
-    nl = np.flatnonzero(buf == _NL)
-    rec_line = first_line + np.searchsorted(nl, rec_start)
+    rec_start, stop, rec_line = _records(buf, record_ends, first_line)
     d = np.flatnonzero(buf == delimiter[0])
     k0 = np.searchsorted(d, rec_start)
     k1 = np.searchsorted(d, stop)
@@ -338,28 +332,18 @@ def split_delimited(
         raise WearspecError(f"{err} ({', '.join(columns)}): {rec[:120]!r}")
     keep = np.flatnonzero(~blank)
     k0, rec_start, stop, rec_line = k0[keep], rec_start[keep], stop[keep], rec_line[keep]
-    n = keep.shape[0]
-    starts = np.empty((n, n_fields), np.int64)
-    ends = np.empty((n, n_fields), np.int64)
+    starts = np.empty((keep.shape[0], n_fields), np.int64)
+    ends = np.empty_like(starts)
     starts[:, 0] = rec_start
     ends[:, -1] = stop
     if need:
         seps = d[k0[:, None] + np.arange(need)[None, :]]
         starts[:, 1:] = seps + 1
         ends[:, :-1] = seps
-    if rest and need:
-        q = np.flatnonzero(buf == _QUOTE)
-        if q.size:
-            first_q = q[np.minimum(np.searchsorted(q, rec_start), q.size - 1)]
-            quoted = (first_q >= rec_start) & (first_q < ends[:, -2])
-            if quoted.any():
-                i = int(np.argmax(quoted))
-                raise WearspecError(
-                    f"{where(source, f'line {int(rec_line[i])}')}: quoted value in the fields "
-                    f"{', '.join(columns[:-1])}; expected plain values there"
-                )
+        if rest:
+            _check_unquoted(buf, rec_start, ends[:, -2], rec_line, source, columns)
     padded = np.concatenate([buf, np.zeros(_PAD, np.uint8)])
-    return Table(text, padded, starts, ends, rec_line, source, columns)
+    return Fields(text, padded, starts, ends, rec_line, source, columns)
 
 
 # ------------------------------------------------------------------------------------------------
