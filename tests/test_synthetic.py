@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 
 import numpy as np
 import pytest
 
-from wearspec.config import PrepareConfig, SyntheticConfig
-from wearspec.data import synthetic
-from wearspec.data.prepare import prepare
+from wearspec.data import synthetic, synthetic_exercise
+from wearspec.data.prepare import PrepareConfig, prepare
+from wearspec.data.readers.config import SyntheticConfig
 from wearspec.data.synthetic import CHANNELS, GRAVITY, PROFILES, generate, open_source
 from wearspec.errors import WearspecError
 
@@ -40,6 +41,31 @@ def bouts(recs, activity: str, min_s: float = 10.0):
         for a, b in runs(r.labels == code):
             if b - a >= min_s * r.rate:
                 yield r.data[:, a:b]
+
+
+def test_the_default_store_is_pinned(tmp_path):
+    """The main job's numbers depend on the embedded default draw (24 labelled + 12 unlabelled subjects,
+    5 s windows at hop 2.5 s): its labels and subjects exactly, its windows' float64 moments and three
+    samples to ~float32 precision (exact hashes of floats would tie the test to one CPU's libm)."""
+    cfg = PrepareConfig(synthetic=SyntheticConfig(unlabelled_subjects=12))
+    store, _ = prepare("synthetic", None, tmp_path / "store", cfg, progress=False)
+    x = store.read_batch(np.arange(len(store))).astype(np.float64)
+    assert x.shape == (5148, 6, 250)
+    digest = hashlib.sha256(store.labels.astype(np.int64).tobytes() + store.subjects.astype(np.int64).tobytes())
+    assert digest.hexdigest() == "dd99ffefd501e1bee527d18d862b40f4ecb1450809d70bf470c38636620b802f"
+    np.testing.assert_allclose(x.sum(axis=(0, 2)), [-3601998.014695784, 3797370.4410036067, 4201645.890701677,
+                                                    2033.8561431510475, 2074.111822680452, -391.43544317879423],
+                               rtol=1e-7, atol=1e-3)
+    np.testing.assert_allclose((x**2).sum(axis=(0, 2)), [49075458.05216178, 47583134.83594223, 44662877.968838565,
+                                                          198503.71210499993, 291516.0040458313, 708763.2362380177],
+                               rtol=1e-7)
+    np.testing.assert_allclose(x[[0, 1234, 5147], :, 100], [
+        [-8.997654914855957, 4.531925201416016, -2.302694082260132, 0.371067613363266, -0.046028196811676025,
+         0.08616069704294205],
+        [-3.1002299785614014, 9.221435546875, 0.5618012547492981, 0.06156979873776436, -0.08989579975605011,
+         -0.029469432309269905],
+        [7.4744133949279785, 5.983275890350342, -1.3478103876113892, 0.059416767209768295, 0.033567875623703,
+         -0.005697666667401791]], rtol=1e-5, atol=1e-6)
 
 
 def test_deterministic_bitwise_and_seed_changes_data():
@@ -233,3 +259,92 @@ def test_other_rates_work():
     assert r.data.shape == (6, 3000) and np.isfinite(r.data).all()
     (r,) = generate(small(subjects=1, minutes_per_subject=0.5, rate=10.0))
     assert r.data.shape == (6, 300) and np.isfinite(r.data).all()
+
+
+# ---------------------------------------------------------------------------------------------
+# The data shapes of the SSL robustness matrix (benchmarks/ssl_matrix.py)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_accelerometer_only_keeps_the_six_channel_draw():
+    full = list(generate(small(subjects=2, minutes_per_subject=0.5)))
+    acc = list(generate(small(subjects=2, minutes_per_subject=0.5, channels="acc")))
+    gyro = list(generate(small(subjects=1, minutes_per_subject=0.5, channels="gyro")))
+    for f, a in zip(full, acc):
+        assert a.data.shape == (3, 1500) and np.array_equal(a.data, f.data[:3])
+        assert np.array_equal(a.labels, f.labels)
+    assert np.array_equal(gyro[0].data, full[0].data[3:])
+    prep = PrepareConfig(synthetic=small(subjects=1, minutes_per_subject=0.5, channels="acc"))
+    assert open_source(None, prep).channels == ["acc_x", "acc_y", "acc_z"]
+
+
+@pytest.mark.parametrize("overrides, window, hop, rate", [
+    (["window.length_s=2.56", "window.hop_s=1.28"], 128, 64, 50.0),
+    (["synthetic.rate=100", "window.rate=100", "window.length_s=10", "window.hop_s=5"], 1000, 500, 100.0),
+])
+def test_prepare_makes_short_and_100_hz_windows(tmp_path, overrides, window, hop, rate):
+    from wearspec.config import load_config
+
+    cfg = load_config(PrepareConfig, None, overrides + ["synthetic.subjects=2", "synthetic.minutes_per_subject=1"])
+    store, _ = prepare("synthetic", None, tmp_path / "s", cfg, progress=False)
+    assert (store.window, store.hop, store.rate) == (window, hop, rate)
+    assert len(store) == 2 * (1 + (int(60 * rate) - window) // hop)
+    x = store.read_batch(np.arange(len(store)))
+    assert x.shape == (len(store), 6, window) and np.isfinite(x).all()
+
+
+@pytest.fixture(scope="module")
+def exercise() -> list:
+    """6 subjects × 4 min of the exercise set."""
+    return list(generate(small(subjects=6, minutes_per_subject=4.0, activities=["exercise"])))
+
+
+def test_exercise_set_names_labels_and_physics(exercise):
+    names = synthetic.activity_names(small(activities=["exercise"]))
+    assert names == list(synthetic.EXERCISE_ACTIVITIES) and "rest" in names
+    assert synthetic.activity_names(small(activities=["exercise", "walking"]))[-1] == "walking"
+    prep = PrepareConfig(synthetic=small(subjects=1, minutes_per_subject=0.5, activities=["exercise"]))
+    assert open_source(None, prep).label_names == names
+    for r in exercise:
+        assert r.data.shape == (6, int(4 * 60 * RATE)) and np.isfinite(r.data).all()
+        assert set(np.unique(r.labels)) == set(range(-1, len(names)))
+        assert np.linalg.norm(r.data[3:], axis=0).max() < 12.0  # rad/s
+        acc = np.linalg.norm(r.data[:3].astype(np.float64), axis=0)
+        assert acc.max() < 60.0 and abs(np.median(acc) - GRAVITY) < 1.0
+
+
+def test_exercise_classes_differ_in_plane_of_motion(exercise):
+    """Front and lateral raises share range and radius; only the plane differs, which the gyroscope sees
+    on another device axis (what a full 3-D rotation augmentation would erase)."""
+    names = list(synthetic.EXERCISE_ACTIVITIES)
+
+    def gyro_axis(activity):
+        code = names.index(activity)
+        return [int(np.abs(r.data[3:, r.labels == code]).mean(1).argmax()) for r in exercise]
+
+    front, lateral = gyro_axis("front_raise"), gyro_axis("lateral_raise")
+    assert sum(f != lt for f, lt in zip(front, lateral)) >= 5, (front, lateral)
+    curl = [np.abs(r.data[3:, r.labels == names.index("curl")]).mean() for r in exercise]
+    rest = [np.abs(r.data[3:, r.labels == names.index("rest")]).mean() for r in exercise]
+    assert np.mean(curl) > 2 * np.mean(rest)
+
+
+def test_exercise_subjects_differ_in_tempo_and_a_modest_mounting():
+    styles = [synthetic_exercise.draw_style(np.random.default_rng([0, 0, k])) for k in range(1, 11)]
+    angles = [np.degrees(2 * np.arccos(min(1.0, abs(s.mount[0])))) for s in styles]
+    assert max(angles) <= synthetic_exercise.MOUNT_MAX_DEG + 1e-6 and len(set(np.round(angles, 6))) == 10
+    assert len({round(s.tempo, 6) for s in styles}) == 10
+    # the subject's mounting applies to every bout: the rest bouts' mean gravity direction differs by subject
+    recs = list(generate(small(subjects=4, minutes_per_subject=3.0, activities=["exercise"])))
+    rest = synthetic.EXERCISE_ACTIVITIES.index("rest")
+    dirs = [r.data[:3, r.labels == rest].mean(1) for r in recs]
+    assert len({tuple(np.round(d, 3)) for d in dirs}) == 4
+
+
+def test_bad_channels_and_activity_sets_name_the_key():
+    with pytest.raises(WearspecError, match="synthetic.channels"):
+        list(generate(small(channels="mag")))
+    with pytest.raises(WearspecError, match="unknown activity 'yoga'.*exercise"):
+        list(generate(small(activities=["exercise", "yoga"])))
+    with pytest.raises(WearspecError, match="'rest' is listed more than once"):
+        list(generate(small(activities=["exercise", "rest"])))

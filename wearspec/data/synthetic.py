@@ -43,6 +43,19 @@ walker's cadence. ``benchmarks/synthetic_baseline.py`` measures the result: a fe
 logistic regression reaches a macro-F1 of about 0.8 on held-out subjects (0.95 on its training
 subjects).
 
+Settings (``synthetic.*`` of ``wearspec prepare synthetic``; the window is ``window.*`` as for any reader):
+``subjects``, ``unlabelled_subjects``, ``minutes_per_subject``, ``rate`` (Hz, ≥ 10), ``seed``;
+``activities``: names from :data:`KNOWN_ACTIVITIES` or whole sets, ``[daily]`` (the seven above) or
+``[exercise]`` (upper-body exercises whose classes differ in plane and path of the wrist's motion,
+:mod:`wearspec.data.synthetic_exercise`), in label-code order; ``channels``: ``all`` (6), ``acc`` or
+``gyro`` (3; drawn in full, then selected, so they equal the 6-channel draw's). For example::
+
+    wearspec prepare synthetic -o data/short window.length_s=2.56 window.hop_s=1.28     # 128 samples, hop 64
+    wearspec prepare synthetic -o data/acc synthetic.channels=acc
+    wearspec prepare synthetic -o data/100hz synthetic.rate=100 window.rate=100 window.length_s=10 window.hop_s=5
+    wearspec prepare synthetic -o data/small synthetic.subjects=10 synthetic.minutes_per_subject=12.5  # ~3k windows
+    wearspec prepare synthetic -o data/gym "synthetic.activities=[exercise]" window.length_s=2.56 window.hop_s=1.28
+
 Determinism: subject ``S<k>`` is drawn from ``np.random.default_rng([seed, 0, k])`` and unlabelled
 subject ``U<k>`` from ``[seed, 1, k]``, so the same config gives bitwise identical arrays and adding
 subjects does not change existing ones.
@@ -53,18 +66,25 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
-from wearspec.config import PrepareConfig, SyntheticConfig, to_dict
+from wearspec.config import to_dict
+from wearspec.data.kinematics import axis_rotation, band_noise, continuous, qconj, qexp, qlog, qmul, qrotate
 from wearspec.data.readers import Source
+from wearspec.data.readers.config import SyntheticConfig
+from wearspec.data.synthetic_exercise import EXERCISE_ACTIVITIES, EXERCISES, REST_AS, draw_style, exercise_bout
 from wearspec.data.windowing import Recording
 from wearspec.errors import WearspecError
+
+if TYPE_CHECKING:
+    from wearspec.data.prepare import PrepareConfig
 
 # Bump when the simulation changes, so that `prepare` rebuilds stores made by an older generator.
 GENERATOR_VERSION = 1
 CHANNELS = ["acc_x", "acc_y", "acc_z", "gyro_x", "gyro_y", "gyro_z"]
+CHANNEL_SETS = {"all": CHANNELS, "acc": CHANNELS[:3], "gyro": CHANNELS[3:]}  # synthetic.channels
 GRAVITY = 9.81
 TRANSITION_LABEL = -1
 BOUT_S = (20.0, 90.0)  # bout length range, seconds
@@ -140,7 +160,15 @@ PROFILES: dict[str, Profile] = {
                        swing_deg=(0.3, 2.0), bounce=(0.1, 0.35), harmonics=(2.0, 0.3), forward=(0.05, 0.25),
                        lateral=0.2, vibration=(0.02, 0.35), sway_deg=1.5, turning=0.1),
 }
-KNOWN_ACTIVITIES = tuple(PROFILES)
+DAILY_ACTIVITIES = tuple(PROFILES)
+# names that stand for a whole set in synthetic.activities (e.g. [exercise])
+ACTIVITY_SETS: dict[str, tuple[str, ...]] = {"daily": DAILY_ACTIVITIES, "exercise": EXERCISE_ACTIVITIES}
+KNOWN_ACTIVITIES = DAILY_ACTIVITIES + EXERCISE_ACTIVITIES
+
+
+def activity_names(cfg: SyntheticConfig) -> list[str]:
+    """``cfg.activities`` with set names expanded, in order: the label names (codes 0, 1, ...)."""
+    return [name for a in cfg.activities for name in ACTIVITY_SETS.get(a, (a,))]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -171,14 +199,17 @@ def validate_config(cfg: SyntheticConfig) -> None:
         raise bad("minutes_per_subject", f"at least one sample at {r:g} Hz", m)
     if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or cfg.seed < 0:
         raise bad("seed", "an integer ≥ 0", cfg.seed)
-    acts = list(cfg.activities)
-    if not acts:
-        raise bad("activities", f"a non-empty list of activities from {', '.join(KNOWN_ACTIVITIES)}", acts)
-    for a in acts:
-        if a not in PROFILES:
+    if cfg.channels not in CHANNEL_SETS:
+        raise bad("channels", f"one of {', '.join(CHANNEL_SETS)}", cfg.channels)
+    if not list(cfg.activities):
+        raise bad("activities", f"a non-empty list of activities from {', '.join(KNOWN_ACTIVITIES)}", cfg.activities)
+    for a in cfg.activities:
+        if a not in KNOWN_ACTIVITIES and a not in ACTIVITY_SETS:
             raise WearspecError(
-                f"synthetic.activities: unknown activity {a!r}; the generator knows {', '.join(KNOWN_ACTIVITIES)}"
+                f"synthetic.activities: unknown activity {a!r}; the generator knows {', '.join(KNOWN_ACTIVITIES)} "
+                f"and the sets {', '.join(ACTIVITY_SETS)}"
             )
+    acts = activity_names(cfg)
     dup = sorted({a for a in acts if acts.count(a) > 1})
     if dup:
         raise WearspecError(f"synthetic.activities: {dup[0]!r} is listed more than once")
@@ -190,8 +221,8 @@ def open_source(path: Path | None, cfg: PrepareConfig) -> Source:
     validate_config(s)
     return Source(
         name="synthetic",
-        channels=list(CHANNELS),
-        label_names=list(s.activities),
+        channels=list(CHANNEL_SETS[s.channels]),
+        label_names=activity_names(s),
         items=generate(s),
         inputs=[],
         meta={
@@ -204,13 +235,13 @@ def open_source(path: Path | None, cfg: PrepareConfig) -> Source:
 
 
 def generate(cfg: SyntheticConfig) -> Iterator[Recording]:
-    """One :class:`Recording` (6, T) float32 per subject: ``S01``.. labelled, then ``U01``.. unlabelled.
+    """One :class:`Recording` (C, T) float32 per subject: ``S01``.. labelled, then ``U01``.. unlabelled.
 
-    Labels are codes into ``cfg.activities`` with ``-1`` for transition samples; unlabelled subjects
-    have ``labels=None``.
+    C is 6, or 3 with ``channels`` ``acc`` or ``gyro``. Labels are codes into :func:`activity_names`
+    with ``-1`` for transition samples; unlabelled subjects have ``labels=None``.
     """
     validate_config(cfg)
-    codes = {a: i for i, a in enumerate(cfg.activities)}
+    codes = {a: i for i, a in enumerate(activity_names(cfg))}
     jobs = [("S", 0, k) for k in range(1, cfg.subjects + 1)]
     jobs += [("U", 1, k) for k in range(1, cfg.unlabelled_subjects + 1)]
     for prefix, group, k in jobs:
@@ -227,72 +258,6 @@ def generate(cfg: SyntheticConfig) -> Iterator[Recording]:
         )
 
 
-# ---------------------------------------------------------------------------------------------
-# Quaternions (w, x, y, z), arrays (..., 4)
-# ---------------------------------------------------------------------------------------------
-
-
-def _qmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    aw, ax, ay, az = np.moveaxis(a, -1, 0)
-    bw, bx, by, bz = np.moveaxis(b, -1, 0)
-    return np.stack(
-        [aw * bw - ax * bx - ay * by - az * bz, aw * bx + ax * bw + ay * bz - az * by,
-         aw * by - ax * bz + ay * bw + az * bx, aw * bz + ax * by - ay * bx + az * bw], axis=-1)
-
-
-def _qconj(q: np.ndarray) -> np.ndarray:
-    return q * np.array([1.0, -1.0, -1.0, -1.0])
-
-
-def _qexp(v: np.ndarray) -> np.ndarray:
-    """Rotation vector (..., 3) (axis × angle, rad) → unit quaternion (..., 4)."""
-    ang = np.linalg.norm(v, axis=-1, keepdims=True)
-    s = np.where(ang > 1e-12, np.sin(0.5 * ang) / np.maximum(ang, 1e-12), 0.5)
-    return np.concatenate([np.cos(0.5 * ang), v * s], axis=-1)
-
-
-def _qlog(q: np.ndarray) -> np.ndarray:
-    """Unit quaternion → rotation vector (angle ≤ π when w ≥ 0, up to 2π otherwise)."""
-    n = np.linalg.norm(q[..., 1:], axis=-1, keepdims=True)
-    ang = 2.0 * np.arctan2(n, q[..., :1])
-    return q[..., 1:] * np.where(n > 1e-12, ang / np.maximum(n, 1e-12), 2.0)
-
-
-def _continuous(q: np.ndarray) -> np.ndarray:
-    """(n, 4) quaternions with signs chosen so that the track has no jumps and starts with w ≥ 0."""
-    flips = np.einsum("ij,ij->i", q[1:], q[:-1]) < 0
-    sign = np.cumprod(np.concatenate([[-1.0 if q[0, 0] < 0 else 1.0], np.where(flips, -1.0, 1.0)]))
-    return q * sign[:, None]
-
-
-def _qrotate(q: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """Rotate vectors v (..., 3) by q (device → world when q is an orientation)."""
-    w, u = q[..., :1], q[..., 1:]
-    t = 2.0 * np.cross(u, v)
-    return v + w * t + np.cross(u, t)
-
-
-def _axis(i: int, angle) -> np.ndarray:
-    v = np.zeros(np.shape(angle) + (3,))
-    v[..., i] = angle
-    return _qexp(v)
-
-
-# ---------------------------------------------------------------------------------------------
-# Signals
-# ---------------------------------------------------------------------------------------------
-
-
-def _band_noise(rng: np.random.Generator, n: int, rate: float, lo: float, hi: float, dims: int = 1) -> np.ndarray:
-    """(n, dims) Gaussian noise band-limited to [lo, hi] Hz (FFT mask), unit RMS (zeros if no bin fits)."""
-    spec = rng.standard_normal((dims, n // 2 + 1)) + 1j * rng.standard_normal((dims, n // 2 + 1))
-    f = np.fft.rfftfreq(n, 1.0 / rate)
-    spec *= (f >= lo) & (f <= min(hi, 0.45 * rate))
-    x = np.fft.irfft(spec, n=n, axis=-1).T
-    rms = np.sqrt((x**2).mean(axis=0, keepdims=True))
-    return np.where(rms > 0, x / np.maximum(rms, 1e-30), 0.0)
-
-
 @dataclass
 class _Subject:
     mount: np.ndarray  # quaternion: device relative to the wrist
@@ -305,7 +270,7 @@ class _Subject:
 
 
 def _draw_subject(rng: np.random.Generator) -> _Subject:
-    mount = _qexp(rng.normal(0.0, math.radians(MOUNT_DEG), 3))
+    mount = qexp(rng.normal(0.0, math.radians(MOUNT_DEG), 3))
     atypical = rng.random() < ATYPICAL_FRACTION
     cadence = rng.uniform(*CADENCE_SCALE) * (ATYPICAL_CADENCE if atypical else 1.0)
     amplitude = math.exp(rng.normal(0.0, 0.2)) * (ATYPICAL_AMPLITUDE if atypical else 1.0)
@@ -357,12 +322,12 @@ def _bout(rng: np.random.Generator, p: Profile, subj: _Subject, n: int, rate: fl
     pose = p.poses[rng.choice(len(p.poses), p=weights / weights.sum())]
     pitch = math.radians(rng.normal(*pose.pitch))
     roll = math.radians(rng.normal(*pose.roll))
-    q_pose = _qmul(_axis(1, -pitch), _axis(0, roll))
+    q_pose = qmul(axis_rotation(1, -pitch), axis_rotation(0, roll))
     amp = subj.amplitude * rng.uniform(0.85, 1.15)
 
     # local wrist motion (rotation vector in the wrist frame): sway, slow drift, fidget gestures
-    e = _band_noise(rng, n, rate, 0.05, p.sway_hz, 3) * math.radians(p.sway_deg) * subj.sway
-    e += _band_noise(rng, n, rate, 0.002, 0.03, 3) * math.radians(3.0)
+    e = band_noise(rng, n, rate, 0.05, p.sway_hz, 3) * math.radians(p.sway_deg) * subj.sway
+    e += band_noise(rng, n, rate, 0.002, 0.03, 3) * math.radians(3.0)
     for _ in range(rng.poisson(p.fidgets * n / rate / 60.0)):
         m = int(rng.uniform(1.0, 3.0) * rate)
         if m < 3 or m >= n:
@@ -371,16 +336,16 @@ def _bout(rng: np.random.Generator, p: Profile, subj: _Subject, n: int, rate: fl
         axis = rng.normal(size=3)
         e[s : s + m] += np.hanning(m)[:, None] * axis / np.linalg.norm(axis) * math.radians(rng.uniform(10, 35))
     if p.gestures > 0:  # intermittent hand activity: 0.5–3 Hz rotation under a slow on/off envelope
-        env = np.clip(_band_noise(rng, n, rate, 0.005, 0.05, 1) - rng.uniform(-0.5, 1.0), 0.0, 1.0)
-        e += env * _band_noise(rng, n, rate, 0.5, 3.0, 3) * math.radians(p.gestures)
+        env = np.clip(band_noise(rng, n, rate, 0.005, 0.05, 1) - rng.uniform(-0.5, 1.0), 0.0, 1.0)
+        e += env * band_noise(rng, n, rate, 0.5, 3.0, 3) * math.radians(p.gestures)
 
     acc = np.zeros((n, 3))  # linear acceleration in the heading frame (x forward, y left, z up)
     turning = p.turning if p.turning is not None else (0.25 if p.cadence[1] > 0 else 0.02)
-    yaw_rate = _band_noise(rng, n, rate, 0.005, 0.2, 1)[:, 0] * turning
+    yaw_rate = band_noise(rng, n, rate, 0.005, 0.2, 1)[:, 0] * turning
     yaw = rng.uniform(0, 2 * np.pi) + np.cumsum(yaw_rate) / rate
     if p.cadence[1] > 0:
         f0 = rng.uniform(*p.cadence) * subj.cadence * (1 + rng.uniform(-1, 1) * BOUT_CADENCE_JITTER)
-        f = f0 * (1 + 0.03 * _band_noise(rng, n, rate, 0.01, 0.1, 1)[:, 0])
+        f = f0 * (1 + 0.03 * band_noise(rng, n, rate, 0.01, 0.1, 1)[:, 0])
         phase = rng.uniform(0, 2 * np.pi) + 2 * np.pi * np.cumsum(f) / rate
         c = rng.uniform(0, 2 * np.pi, 6)
         h2, h3 = p.harmonics
@@ -396,29 +361,35 @@ def _bout(rng: np.random.Generator, p: Profile, subj: _Subject, n: int, rate: fl
         psi = p.swing_ratio * phase + c[5]
         theta = math.radians(rng.uniform(*p.swing_deg)) * pose.swing * min(amp, 1.15) * (
             np.sin(psi) + 0.1 * np.sin(2 * psi + c[0]))
-        lateral_local = _qrotate(_qconj(q_pose), np.array([0.0, 1.0, 0.0]))
+        lateral_local = qrotate(qconj(q_pose), np.array([0.0, 1.0, 0.0]))
         e += theta[:, None] * lateral_local
         pos = subj.arm * p.radius * np.stack([np.sin(theta), -np.cos(theta)], axis=1)
         a_pend = np.gradient(np.gradient(pos, 1 / rate, axis=0), 1 / rate, axis=0) if n > 2 else 0 * pos
         acc[:, [0, 2]] += a_pend
     if p.vibration[1] > 0:
         vib = rng.uniform(*p.vibration) * amp
-        acc += _band_noise(rng, n, rate, 4.0, 12.0, 3) * vib
-        e += _band_noise(rng, n, rate, 4.0, 12.0, 3) * math.radians(0.25) * vib  # ~0.25° per m/s²
+        acc += band_noise(rng, n, rate, 4.0, 12.0, 3) * vib
+        e += band_noise(rng, n, rate, 4.0, 12.0, 3) * math.radians(0.25) * vib  # ~0.25° per m/s²
 
-    q_yaw = _axis(2, yaw)
-    q = _qmul(_qmul(q_yaw, q_pose), _qmul(_qexp(e), subj.mount))
-    return q, _qrotate(q_yaw, acc)
+    q_yaw = axis_rotation(2, yaw)
+    q = qmul(qmul(q_yaw, q_pose), qmul(qexp(e), subj.mount))
+    return q, qrotate(q_yaw, acc)
 
 
 def simulate_subject(
     rng: np.random.Generator, cfg: SyntheticConfig, codes: dict[str, int]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Data (6, T) float32 and per-sample labels (T,) int32 for one subject drawn from ``rng``."""
+    """Data (C, T) float32 and per-sample labels (T,) int32 for one subject drawn from ``rng``.
+
+    A set with exercises draws the subject's exercise style after the daily traits (so the daily
+    set's draws are unchanged) and mounts the sensor with the style's modest rotation for every bout."""
     rate = float(cfg.rate)
     n_total = max(1, int(round(cfg.minutes_per_subject * 60.0 * rate)))
     subj = _draw_subject(rng)
-    acts = list(cfg.activities)
+    acts = activity_names(cfg)
+    style = draw_style(rng) if any(a in EXERCISES for a in acts) else None
+    if style is not None:
+        subj.mount = style.mount
     bouts = _schedule(rng, n_total, rate, len(acts))
     # transition k ramps from bout k-1 into bout k; bout k-1 runs on for those samples so that its
     # movement fades out while bout k's fades in (no jump in orientation or amplitude)
@@ -427,14 +398,17 @@ def simulate_subject(
     qs, accs, labels = [], [], []
     tail_q = tail_acc = None
     for i, (a, n) in enumerate(bouts):
-        q, acc = _bout(rng, PROFILES[acts[a]], subj, n + ramp[i + 1], rate)
+        if acts[a] in EXERCISES:
+            q, acc = exercise_bout(rng, EXERCISES[acts[a]], style, n + ramp[i + 1], rate)
+        else:
+            q, acc = _bout(rng, PROFILES[REST_AS if acts[a] == "rest" else acts[a]], subj, n + ramp[i + 1], rate)
         lab = np.full(n, codes[acts[a]], np.int32)
         m = ramp[i]
         if m:
             w = np.linspace(0.0, 1.0, m)[:, None]
             w = w * w * (3 - 2 * w)  # smoothstep
-            rel = _continuous(_qmul(_qconj(tail_q), q[:m]))  # bout k relative to bout k-1, no jumps
-            q[:m] = _qmul(tail_q, _qexp(w * _qlog(rel)))
+            rel = continuous(qmul(qconj(tail_q), q[:m]))  # bout k relative to bout k-1, no jumps
+            q[:m] = qmul(tail_q, qexp(w * qlog(rel)))
             acc[:m] = (1 - w) * tail_acc + w * acc[:m]
             lab[:m] = TRANSITION_LABEL
         tail_q, tail_acc = q[n:], acc[n:]
@@ -446,10 +420,10 @@ def simulate_subject(
     n = q.shape[0]
 
     # keep the quaternion track continuous in sign, then ω_body = 2 vec(q* ⊗ dq/dt)
-    q = _continuous(q)
+    q = continuous(q)
     dq = np.gradient(q, 1 / rate, axis=0) if n > 1 else np.zeros_like(q)
-    gyro = 2.0 * _qmul(_qconj(q), dq)[:, 1:]
-    acc = _qrotate(_qconj(q), acc_world + np.array([0.0, 0.0, GRAVITY]))
+    gyro = 2.0 * qmul(qconj(q), dq)[:, 1:]
+    acc = qrotate(qconj(q), acc_world + np.array([0.0, 0.0, GRAVITY]))
 
     # sensor: scale error, bias (constant + random walk), white noise
     dt = 1.0 / rate
@@ -458,4 +432,6 @@ def simulate_subject(
     gyro = gyro * subj.gyro_scale + rng.normal(0, 0.01, 3) + np.cumsum(rng.normal(0, 5e-4 * math.sqrt(dt), (n, 3)), 0)
     gyro += rng.normal(0, rng.uniform(0.003, 0.008), (n, 3))
     data = np.concatenate([acc, gyro], axis=1).T.astype(np.float32)
+    if cfg.channels != "all":  # drawn in full and then selected, so the kept channels equal the 6-channel draw's
+        data = data[[CHANNELS.index(c) for c in CHANNEL_SETS[cfg.channels]]]
     return np.ascontiguousarray(data), np.concatenate(labels)

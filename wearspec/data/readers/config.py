@@ -90,3 +90,4 @@ class SyntheticConfig:
         default_factory=lambda: ["lying", "sitting", "standing", "walking", "running", "stairs", "cycling"]
     )
     unlabelled_subjects: int = 0  # extra subjects stored without labels (pretraining pool)
+    channels: str = "all"  # all (acc + gyro) | acc | gyro
