@@ -73,7 +73,7 @@ from wearspec.data.frontend import FrontendConfig, build_frontend, ieee_fp32
 from wearspec.data.prepare import prepare
 from wearspec.data.splits import SplitConfig, make_splits
 from wearspec.data.store import WindowStore
-from wearspec.deploy.export import InferenceModule, _export_mode, export_classifier
+from wearspec.deploy.export import ExportConfig, InferenceModule, _export_mode, export_classifier
 from wearspec.deploy.runtime.backends import OnnxRuntimeBackend
 from wearspec.deploy.runtime.bench import latency_summary
 from wearspec.finetune.recipe import FinetuneConfig
@@ -458,8 +458,8 @@ def main(argv=None) -> int:
         clf, meta = make_classifier(name, store)
         bundle = work / "bundles" / name
         print(f"{name}: exporting to {bundle}", file=sys.stderr)
-        summary = export_classifier(clf, meta, bundle, store, int8=True, calibration_windows=n_cal,
-                                    check_fp16=False, overwrite=True)
+        summary = export_classifier(clf, meta, ExportConfig(output=str(bundle), int8=True, calibration_windows=n_cal,
+                                                            fp16_check=False, overwrite=True), store)
         k = meta["num_classes"]
         r = {"arch": describe_model(name, clf, meta), "bundle": str(bundle), "input_size": meta["input_size"],
              "classes": k, "export": {"seconds": summary["seconds"], "opset": summary["opset"],

@@ -42,7 +42,12 @@ STUDENTS = {
                                                                 num_heads=2)),
     "septr": StudentConfig(arch="septr", septr=SepTrConfig(embed_dim=16, depth=1, num_heads=2), teacher_stem=True),
 }
-FAST = dict(int8=False, parity_windows=8, check_fp16=False)
+FAST = dict(int8=False, parity_windows=8, fp16_check=False)
+
+
+def fast(out: Path, **settings) -> ExportConfig:
+    """Export settings for the tests: no INT8, no FP16 check, 8 parity windows (``settings`` override)."""
+    return ExportConfig(output=str(out), **{**FAST, **settings})
 
 
 def _frontend(channels=CHANNELS, fit: np.ndarray | None = None) -> SpectrogramFrontend:
@@ -83,7 +88,8 @@ def vit_bundle(tmp_path_factory):
     """A ViT-student bundle (with the FP16 check), exported once for the bundle tests."""
     clf, meta = make_classifier("vit")
     out = tmp_path_factory.mktemp("bundles") / "vit"
-    summary = export_classifier(clf, meta, out, parity_windows=8)  # int8 asked, skipped: no store
+    # int8 asked, skipped: no store
+    summary = export_classifier(clf, meta, ExportConfig(output=str(out), parity_windows=8))
     return clf, meta, out, summary
 
 
@@ -92,7 +98,7 @@ def vit_bundle(tmp_path_factory):
 def test_family_exports_with_parity(arch, tmp_path):
     clf, meta = make_classifier(arch)
     out = tmp_path / arch
-    summary = export_classifier(clf, meta, out, **FAST)
+    summary = export_classifier(clf, meta, fast(out))
     assert summary["exporter"] == "torchscript" and summary["opset"] == 17
     assert summary["parity"]["random"]["passed"] and summary["parity"]["random"]["batch_sizes"] == [1, 8]
     model = onnx.load(str(out / "model.onnx"))
@@ -175,7 +181,7 @@ def test_simplify_without_onnxslim_keeps_the_graph(monkeypatch, tmp_path):
     model, note = export_mod.simplify(g)
     assert model is g and note == "onnxslim is not installed; graph left as exported"
     # the Swin (its window mask a constant, not indexed assignments) still exports to a TensorRT-clean graph
-    summary = export_classifier(*make_classifier("swin"), tmp_path / "swin", **FAST)
+    summary = export_classifier(*make_classifier("swin"), fast(tmp_path / "swin"))
     assert summary["parity"]["random"]["passed"] and note in summary["notes"]
     model = onnx.load(str(tmp_path / "swin" / "model.onnx"))
     assert check_ops(model) == [] and "ScatterND" not in op_counts(model)
@@ -208,7 +214,7 @@ def test_op_outside_allow_list_is_refused(tmp_path):
             "hop": HOP, "label_names": LABELS}
     out = tmp_path / "broken"
     with pytest.raises(WearspecError, match="NonZero") as info:
-        export_classifier(_BrokenClassifier().eval(), meta, out, **FAST)
+        export_classifier(_BrokenClassifier().eval(), meta, fast(out))
     assert "\n" not in str(info.value) and "TensorRT 10.3" in str(info.value)
     _no_leftovers(out)
 
@@ -219,10 +225,10 @@ def test_parity_gate_refuses_a_diverging_graph(tmp_path, monkeypatch):
     monkeypatch.setattr(export_mod, "run_onnx", lambda sess, x, batch=64: real_run(sess, x, batch) + 2e-3)
     out = tmp_path / "diverged"
     with pytest.raises(WearspecError, match=r"parity gate failed on random windows: max abs error 0\.002"):
-        export_classifier(clf, meta, out, **FAST)
+        export_classifier(clf, meta, fast(out))
     _no_leftovers(out)
     # a looser gate lets the same graph through
-    summary = export_classifier(clf, meta, out, **FAST, parity_atol=1e-2, parity_rtol=10.0)
+    summary = export_classifier(clf, meta, fast(out, parity_atol=1e-2, parity_rtol=10.0))
     assert summary["parity"]["random"]["max_abs"] == pytest.approx(2e-3, rel=1e-2)
 
 
@@ -232,14 +238,14 @@ def test_output_folder_rules(tmp_path, vit_bundle):
     other.mkdir()
     (other / "keep.txt").write_text("mine")
     with pytest.raises(WearspecError, match="holds no deploy bundle"):
-        export_classifier(clf, meta, other, overwrite=True, **FAST)
+        export_classifier(clf, meta, fast(other, overwrite=True))
     assert (other / "keep.txt").read_text() == "mine"
     copy = tmp_path / "copy"
     shutil.copytree(bundle, copy)
     with pytest.raises(WearspecError, match="overwrite"):
-        export_classifier(clf, meta, copy, **FAST)
+        export_classifier(clf, meta, fast(copy))
     before = json.loads((copy / "bundle.json").read_text())["created"]
-    export_classifier(clf, meta, copy, overwrite=True, **FAST)
+    export_classifier(clf, meta, fast(copy, overwrite=True))
     assert read_bundle(copy)["fp16"] is None and before  # replaced by the new (no-FP16-check) bundle
     assert not list(tmp_path.glob(".copy.*"))
 
@@ -368,7 +374,7 @@ def test_run_export_from_checkpoint(tmp_path):
 def test_store_must_match_the_model(tmp_path, synthetic_store):
     clf, meta = make_classifier("cnn")  # 3 channels, 200 samples: the store has 6 channels, 250 samples
     with pytest.raises(WearspecError, match="channels"):
-        export_classifier(clf, meta, tmp_path / "b", store=synthetic_store, **FAST)
+        export_classifier(clf, meta, fast(tmp_path / "b"), store=synthetic_store)
     _no_leftovers(tmp_path / "b")
 
 
@@ -418,7 +424,8 @@ def test_int8_qdq_on_trained_model(synthetic_store, tmp_path):
     store = synthetic_store
     clf, meta = _train_vit(store)
     out = tmp_path / "int8"
-    summary = export_classifier(clf, meta, out, store=store, calibration_windows=256, parity_windows=32)
+    summary = export_classifier(clf, meta, ExportConfig(output=str(out), calibration_windows=256, parity_windows=32),
+                                store=store)
     b = read_bundle(out)
     q8 = b["int8"]
     assert q8["file"] == "model.int8.onnx" and q8["sha256"] == sha256_file(out / "model.int8.onnx")
@@ -456,9 +463,9 @@ def test_dynamo_exporter_and_written_opset(tmp_path):
     refused with the opset it wrote, asking for 18 gives a checked opset-18 bundle."""
     clf, meta = make_classifier("cnn")
     with pytest.raises(WearspecError, match="dynamo: wrote opset 18 instead of 17.*ask for opset 18"):
-        export_classifier(clf, meta, tmp_path / "b17", exporter="dynamo", opset=17, **FAST)
+        export_classifier(clf, meta, fast(tmp_path / "b17", exporter="dynamo", opset=17))
     _no_leftovers(tmp_path / "b17")
-    summary = export_classifier(clf, meta, tmp_path / "b18", exporter="dynamo", opset=18, **FAST)
+    summary = export_classifier(clf, meta, fast(tmp_path / "b18", exporter="dynamo", opset=18))
     b = read_bundle(tmp_path / "b18")
     assert summary["exporter"] == b["onnx"]["exporter"] == "dynamo" and b["onnx"]["opset"] == 18
     model = onnx.load(str(tmp_path / "b18" / "model.onnx"))

@@ -21,10 +21,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from wearspec.deploy.runtime import backends, bench, trt
-from wearspec.deploy.runtime.backends import OnnxRuntimeBackend, load_backend, read_bundle_spec
-from wearspec.deploy.runtime.stream import StreamClassifier, replay_csv, read_stdin, run_stream
+from wearspec.deploy.runtime import backends, bench, schema, trt
+from wearspec.deploy.runtime.backends import OnnxRuntimeBackend, load_backend
+from wearspec.deploy.runtime.schema import read_bundle_spec
+from wearspec.deploy.runtime.sources import read_stdin, replay_csv
+from wearspec.deploy.runtime.stream import StreamClassifier, StreamConfig, run_stream
 from wearspec.errors import WearspecError
+from wearspec.utils.io import atomic_write
 
 RUNTIME_DIR = Path(backends.__file__).parent
 C, T, HOP, K, RATE = 3, 20, 10, 4, 10.0
@@ -71,12 +74,12 @@ def make_bundle(folder: Path, int8: bool = False) -> Path:
             "output": {"name": "probabilities", "shape": [-1, K], "labels": LABELS},
             "normalization": {"mean": None, "std": None, "where": "none"}, "frontend": {},
             "model": {"kind": "test", "arch": "tiny", "sha256": None},
-            "onnx": {"opset": 17, "file": "model.onnx", "sha256": backends.sha256_file(folder / "model.onnx"),
+            "onnx": {"opset": 17, "file": "model.onnx", "sha256": schema.sha256_file(folder / "model.onnx"),
                      "ops": {"Mul": 1, "ReduceMean": 1, "MatMul": 1, "Softmax": 1}},
             "int8": None, "parity": {"random": {}, "real": None, "thresholds": {}}, "fp16": None}
     if int8:   # ONNX Runtime does not care whether the graph holds Q/DQ nodes: a copy stands in
         (folder / "model.int8.onnx").write_bytes((folder / "model.onnx").read_bytes())
-        meta["int8"] = {"file": "model.int8.onnx", "sha256": backends.sha256_file(folder / "model.int8.onnx"),
+        meta["int8"] = {"file": "model.int8.onnx", "sha256": schema.sha256_file(folder / "model.int8.onnx"),
                         "method": "copy"}
     (folder / "bundle.json").write_text(json.dumps(meta))
     return folder
@@ -112,8 +115,10 @@ def push_all(clf: StreamClassifier, x: np.ndarray, chunk: int) -> list:
 
 
 # ---------------------------------------------------------------------------- import hygiene
-RUNTIME_MODULES = ["wearspec.deploy.runtime", "wearspec.deploy.runtime.backends", "wearspec.deploy.runtime.trt",
-                   "wearspec.deploy.runtime.bench", "wearspec.deploy.runtime.stream", "wearspec.deploy.bundle"]
+RUNTIME_MODULES = ["wearspec.deploy.runtime", "wearspec.deploy.runtime.schema", "wearspec.deploy.runtime.base",
+                   "wearspec.deploy.runtime.backends", "wearspec.deploy.runtime.trt", "wearspec.deploy.runtime.bench",
+                   "wearspec.deploy.runtime.stream", "wearspec.deploy.runtime.sources",
+                   "wearspec.deploy.bundle", "wearspec.utils.io"]
 
 
 def test_runtime_imports_and_runs_without_torch(bundle):
@@ -163,22 +168,14 @@ def test_runtime_sources_are_python310_and_import_only_allowed_modules():
             for name in names:
                 assert name.split(".")[0] in allowed, f"{path.name} imports {name}"
                 if name.startswith("wearspec."):   # only modules that import no torch
-                    assert name in ("wearspec.errors", "wearspec.deploy.bundle") or \
+                    assert name in ("wearspec.errors", "wearspec.utils.io") or \
                         name.startswith("wearspec.deploy.runtime"), name
         assert "tomllib" not in path.read_text() and "typing import Self" not in path.read_text()
         assert len(path.read_text().splitlines()) <= 500, f"{path.name} is longer than 500 lines"
 
 
 # ---------------------------------------------------------------------------- bundle + ONNX Runtime backend
-@pytest.fixture(params=["bundle.py", "fallback"])
-def bundle_reader(request, monkeypatch):
-    """Bundles are read with wearspec.deploy.bundle, or without it (a trimmed runtime-only install)."""
-    if request.param == "fallback":
-        monkeypatch.setitem(sys.modules, "wearspec.deploy.bundle", None)
-    return request.param
-
-
-def test_bundle_spec(bundle, bundle_reader):
+def test_bundle_spec(bundle):
     spec = read_bundle_spec(bundle)
     assert spec.channels == tuple(CHANNELS) and spec.input_shape == (C, T)
     assert (spec.window, spec.hop, spec.rate, spec.labels) == (T, HOP, RATE, tuple(LABELS))
@@ -192,7 +189,7 @@ def test_bundle_spec(bundle, bundle_reader):
     (lambda m: m.update(format="other"), "format"),
     (lambda m: m["onnx"].update(file="missing.onnx"), "missing.onnx"),
 ])
-def test_bundle_spec_errors_name_the_field(bundle, bundle_reader, edit, fragment):
+def test_bundle_spec_errors_name_the_field(bundle, edit, fragment):
     meta = json.loads((bundle / "bundle.json").read_text())
     edit(meta)
     (bundle / "bundle.json").write_text(json.dumps(meta))
@@ -393,7 +390,7 @@ def test_run_stream_sources(tmp_path, bundle, ort):
     n_expected = len(batch_windows(x)[0])
     np.save(tmp_path / "rec.npy", x)
     out = io.StringIO()
-    run_stream(bundle, tmp_path / "rec.npy", chunk=7, out=out, err=io.StringIO(), header=False)
+    run_stream(bundle, tmp_path / "rec.npy", StreamConfig(chunk=7, header=False), out=out, err=io.StringIO())
     assert len(out.getvalue().splitlines()) == n_expected
     out = io.StringIO()   # a Python iterator of chunks, and an opened backend
     run_stream(bundle, (x[s:s + 13] for s in range(0, len(x), 13)), backend=ort, out=out, err=io.StringIO())
@@ -416,7 +413,7 @@ def test_replay_csv_gaps_missing_values_and_errors(tmp_path, bundle):
     np.testing.assert_allclose(chunks[0][0][0], x[0], rtol=1e-6)       # columns re-ordered to the bundle's
     assert any(t0 == pytest.approx(3 * T / RATE + 30.0) for _, t0 in chunks)
     out = io.StringIO()
-    stats = run_stream(bundle, src, max_gap_s=2.0, out=out, err=io.StringIO())
+    stats = run_stream(bundle, src, StreamConfig(max_gap_s=2.0), out=out, err=io.StringIO())
     assert stats["resets"] == 1
     assert stats["predictions"] == 2 * len(batch_windows(x[:3 * T])[0])
     bad = tmp_path / "bad.csv"
@@ -538,7 +535,7 @@ def test_build_helpers():
 
 def test_atomic_write_and_engine_meta(tmp_path):
     target = tmp_path / "m.engine"
-    backends.atomic_write(target, bytearray(b"abc"))
+    atomic_write(target, bytearray(b"abc"))
     assert target.read_bytes() == b"abc" and [p.name for p in tmp_path.iterdir()] == ["m.engine"]
     with pytest.raises(WearspecError, match="m.engine.json: missing"):
         trt.read_engine_meta(target)

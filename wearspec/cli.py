@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 from wearspec import __version__
@@ -137,11 +138,11 @@ def _engine(args: argparse.Namespace) -> int:
 
 
 def _stream(args: argparse.Namespace) -> int:
-    from wearspec.deploy.runtime.stream import run_stream
+    from wearspec.deploy.runtime.stream import StreamConfig, run_stream
 
-    run_stream(args.bundle, args.source, backend=args.backend, engine=args.engine, precision=args.precision,
-               smoothing=args.smoothing, nan_policy=args.nan_policy, max_nan_fraction=args.max_nan_fraction,
-               max_gap_s=args.max_gap_s, hop=args.hop, chunk=args.chunk)
+    # the flags are StreamConfig's fields by name (see _add_stream); the rest keep their defaults
+    cfg = StreamConfig(**{f.name: getattr(args, f.name) for f in fields(StreamConfig) if hasattr(args, f.name)})
+    run_stream(args.bundle, args.source, cfg)
     return 0
 
 
@@ -155,11 +156,19 @@ def _recipe_parser(sub, name: str, func, help: str, description: str, example: s
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from wearspec.data.readers import READERS
-
     p = argparse.ArgumentParser(prog="wearspec", description=__doc__.split("\n\n")[0])
     p.add_argument("--version", action="version", version=f"wearspec {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_data_commands(sub)
+    _add_recipes(sub)
+    _add_engine(sub)
+    _add_stream(sub)
+    return p
+
+
+def _add_data_commands(sub) -> None:
+    """``prepare`` (dataset → window store) and ``inspect`` (a store's counts and spectrograms)."""
+    from wearspec.data.readers import READERS
 
     pp = sub.add_parser(
         "prepare",
@@ -186,6 +195,10 @@ def build_parser() -> argparse.ArgumentParser:
     pi.add_argument("--json", action="store_true", help="print the summary as JSON")
     pi.set_defaults(func=_inspect)
 
+
+def _add_recipes(sub) -> None:
+    """The stage recipes that take ``--config`` and ``key=value`` overrides: pretrain, probe, finetune, export,
+    demo."""
     _recipe_parser(
         sub, "pretrain", _pretrain, "EsViT/DINO self-supervised pretraining (alone or under torchrun)",
         "Pretrain a ViT or Swin backbone on the spectrograms of a window store with EsViT/DINO. Runs alone or "
@@ -213,7 +226,6 @@ def build_parser() -> argparse.ArgumentParser:
         "checker, the TensorRT 10.3 op-set check or parity against PyTorch.",
         "wearspec export checkpoint=runs/ft/holdout/student store=data/synth output=runs/bundle",
     )
-
     _recipe_parser(
         sub, "demo", _demo, "the whole pipeline on the embedded data (or your store), ending in a report",
         "prepare (synthetic, or store=PATH) → EsViT/DINO pretraining under torchrun → probe vs random init → DeSepTr "
@@ -222,6 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
         "wearspec demo output=runs/demo      |  wearspec demo store=data/mine output=runs/mine pretrain.optim.epochs=20",
     )
 
+
+def _add_engine(sub) -> None:
+    """``engine build|run|bench``: TensorRT on the target device (run and bench with ONNX Runtime too)."""
     pe = sub.add_parser("engine", help="TensorRT engine: build on the device, run, benchmark",
                         description="Build a TensorRT engine from a bundle on the target GPU (engines are tied to the "
                         "GPU and TensorRT version), run it on windows, or benchmark latency like trtexec.")
@@ -243,23 +258,32 @@ def build_parser() -> argparse.ArgumentParser:
     pe.add_argument("--iterations", type=int, default=100)
     pe.set_defaults(func=_engine)
 
+
+def _add_stream(sub) -> None:
+    """``stream``: the flags are :class:`~wearspec.deploy.runtime.stream.StreamConfig`'s fields (same names and
+    defaults), so :func:`_stream` builds the config from them by name."""
+    from wearspec.deploy.runtime.base import BACKENDS
+    from wearspec.deploy.runtime.stream import NAN_POLICIES, StreamConfig
+
+    d = StreamConfig()
     ps = sub.add_parser("stream", help="classify a live or replayed sensor stream with a bundle",
                         description="Feed samples (CSV/TSV/.npy replay, or '-' for stdin) through a ring buffer; "
                         "classify the newest window every hop; print time_s,label,probability per prediction and "
                         "latency statistics at the end.")
     ps.add_argument("bundle")
     ps.add_argument("--source", required=True, help="CSV/TSV/.npy file (rows = samples, columns = channels) or -")
-    ps.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "tensorrt"])
-    ps.add_argument("--engine")
-    ps.add_argument("--precision", default=None, choices=["fp32", "fp16", "int8"])
-    ps.add_argument("--smoothing", type=int, default=1, help="moving average over this many predictions")
-    ps.add_argument("--nan-policy", default="hold", choices=["hold", "interpolate", "zero", "skip"])
-    ps.add_argument("--max-nan-fraction", type=float, default=0.25, help="skip policy: drop windows above this")
-    ps.add_argument("--max-gap-s", type=float, default=None, help="reset the buffer at timestamp gaps longer than this")
-    ps.add_argument("--hop", type=int, default=None, help="samples between predictions (default: the bundle's hop)")
-    ps.add_argument("--chunk", type=int, default=None, help="samples per chunk read from the source")
+    ps.add_argument("--backend", default=d.backend, choices=list(BACKENDS))
+    ps.add_argument("--engine", default=d.engine)
+    ps.add_argument("--precision", default=d.precision, choices=["fp32", "fp16", "int8"])
+    ps.add_argument("--smoothing", type=int, default=d.smoothing, help="moving average over this many predictions")
+    ps.add_argument("--nan-policy", default=d.nan_policy, choices=list(NAN_POLICIES))
+    ps.add_argument("--max-nan-fraction", type=float, default=d.max_nan_fraction,
+                    help="skip policy: drop windows above this")
+    ps.add_argument("--max-gap-s", type=float, default=d.max_gap_s,
+                    help="reset the buffer at timestamp gaps longer than this")
+    ps.add_argument("--hop", type=int, default=d.hop, help="samples between predictions (default: the bundle's hop)")
+    ps.add_argument("--chunk", type=int, default=d.chunk, help="samples per chunk read from the source")
     ps.set_defaults(func=_stream)
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -83,7 +83,8 @@ def _demo_finetune() -> FinetuneConfig:
 
 @dataclass
 class StreamDemoConfig:
-    """The replay: ``windows`` consecutive windows of one held-out recording, classified every hop."""
+    """The replay: ``windows`` consecutive windows of one held-out recording, classified every hop by
+    :func:`~wearspec.deploy.runtime.stream.run_stream` (ONNX Runtime) with this ``smoothing``."""
 
     windows: int = 40
     smoothing: int = 1  # moving average over this many predictions (batch inference is smoothed the same way)
@@ -340,7 +341,7 @@ def step_stream(cfg: DemoConfig, out: Path, done: dict) -> dict:
     import csv
 
     from wearspec.deploy.runtime.backends import load_backend
-    from wearspec.deploy.runtime.stream import run_stream
+    from wearspec.deploy.runtime.stream import StreamConfig, run_stream
 
     store, bundle = WindowStore(_store(cfg, out)), done["export"]["bundle"]
     samples, labels, recording = replay_recording(store, done["data"]["test_subjects"], cfg.stream.windows)
@@ -353,8 +354,8 @@ def step_stream(cfg: DemoConfig, out: Path, done: dict) -> dict:
         w.writerows(np.round(samples.astype(np.float64), 7).tolist())
     preds: list = []
     with open(folder / "predictions.csv", "w") as f:
-        stats = run_stream(bundle, source, smoothing=cfg.stream.smoothing, out=f, err=io.StringIO(),
-                           on_prediction=preds.append, time_column=None)
+        stats = run_stream(bundle, source, StreamConfig(smoothing=cfg.stream.smoothing, time_column=None), out=f,
+                           err=io.StringIO(), on_prediction=preds.append)
     # the same windows in one batch, smoothed the same way
     n = len(preds)
     windows = np.stack([samples[i * store.hop: i * store.hop + store.window].T for i in range(n)])

@@ -5,10 +5,8 @@
 :func:`export_classifier` (every gate fails with a :class:`WearspecError` carrying the failing figure, and
 then no bundle is written):
 
-1. **ONNX export** at ``opset`` (17: LayerNorm as one ``LayerNormalization`` op) with only the batch axis
-   dynamic. The TorchScript exporter (``dynamo=False``) is tried first: it writes opset 17 for every model
-   family (ViT, Swin, SepTr, CNN) in torch 2.14. The dynamo exporter is the fallback; it may silently keep
-   opset 18 (timm's Swin), so the written opset is always checked and down-converted or refused.
+1. **ONNX export** (:mod:`wearspec.deploy.graph`) at ``opset`` (17: LayerNorm as one ``LayerNormalization``
+   op) with only the batch axis dynamic: TorchScript exporter first, dynamo as the fallback.
 2. **onnxslim** (constant folding; removes the constant ScatterND/mask ops of Swin's export), then
    ``onnx.checker.check_model(full_check=True)``, strict shape inference, and the I/O check: input
    ``windows`` [batch, C, T], output ``probabilities`` [batch, K], nothing else dynamic.
@@ -29,14 +27,11 @@ then no bundle is written):
 from __future__ import annotations
 
 import math
-import tempfile
 import time
-import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import onnx
@@ -47,14 +42,15 @@ from wearspec import __version__
 from wearspec.data.splits import SplitConfig, make_splits
 from wearspec.data.store import WindowStore
 from wearspec.deploy import bundle as bundle_io
-from wearspec.deploy.opset import op_report, opset_version
+from wearspec.deploy.graph import (EXPORTERS, INPUT_NAME, OUTPUT_NAME, first_line, check_graph, export_onnx,
+                                   simplify)
+from wearspec.deploy.graph import export_mode as _export_mode
+from wearspec.deploy.opset import op_report
 from wearspec.deploy.quantize import fp16_check, is_frontend_node, quantize_int8, session
 from wearspec.errors import WearspecError
-from wearspec.utils.io import jsonable
 from wearspec.evaluate.metrics import accuracy, cohen_kappa, macro_f1
+from wearspec.utils.io import jsonable
 
-INPUT_NAME, OUTPUT_NAME = "windows", "probabilities"
-EXPORTERS = ("auto", "torchscript", "dynamo")
 REL_FLOOR = 1e-3
 
 
@@ -125,110 +121,6 @@ class InferenceModule(nn.Module):
         return torch.softmax(logits.float(), dim=-1)
 
 
-# ---- ONNX export ---------------------------------------------------------------------------------------
-@contextmanager
-def _export_mode(module: nn.Module, fused_attn: bool | None = None) -> Iterator[None]:
-    """eval mode (and optionally every ``fused_attn`` flag) for the duration, restored afterwards."""
-    modes = [(m, m.training) for m in module.modules()]
-    flags = [(m, m.fused_attn) for m in module.modules() if hasattr(m, "fused_attn")]
-    try:
-        module.eval()
-        if fused_attn is not None:
-            for m, _ in flags:
-                m.fused_attn = fused_attn
-        yield
-    finally:
-        for m, was in modes:
-            m.training = was
-        for m, v in flags:
-            m.fused_attn = v
-
-
-def _export_once(module: nn.Module, example: Tensor, opset: int, exporter: str, path: Path) -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # TorchScript exporter deprecation, tracer warnings
-        if exporter == "torchscript":
-            with _export_mode(module), torch.no_grad():
-                torch.onnx.export(module, (example,), str(path), input_names=[INPUT_NAME],
-                                  output_names=[OUTPUT_NAME], opset_version=opset, dynamo=False,
-                                  dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
-        else:  # dynamo: Swin needs the explicit attention path (see SpectrogramBackbone.set_fused_attn)
-            with _export_mode(module, fused_attn=False):
-                torch.onnx.export(module, (example,), str(path), input_names=[INPUT_NAME],
-                                  output_names=[OUTPUT_NAME], opset_version=opset, dynamo=True,
-                                  dynamic_shapes={"windows": {0: torch.export.Dim("batch", min=1)}},
-                                  external_data=False, verbose=False)
-
-
-def export_onnx(module: nn.Module, example: Tensor, opset: int = 17, exporter: str = "auto"
-                ) -> tuple[onnx.ModelProto, dict[str, Any]]:
-    """Export ``module`` (windows → probabilities) → (ONNX model, {"exporter", "written_opset"}); the
-    returned model declares ``opset`` (a dynamo export that wrote a newer one is down-converted, or refused)."""
-    order = ("torchscript", "dynamo") if exporter == "auto" else (exporter,)
-    errors = []
-    for kind in order:
-        with tempfile.TemporaryDirectory(prefix="wearspec-export-") as tmp:
-            path = Path(tmp) / "model.onnx"
-            try:
-                _export_once(module, example, opset, kind, path)
-                model = onnx.load(str(path))
-            except Exception as e:  # exporter failures are many kinds of exceptions
-                errors.append(f"{kind}: {type(e).__name__}: {_first_line(e)}")
-                continue
-        written = opset_version(model)
-        if written != opset:  # the dynamo exporter keeps 18 where it has no opset-17 translation
-            try:
-                model = onnx.version_converter.convert_version(model, opset)
-                onnx.checker.check_model(model)  # the converter can write nodes invalid at the target opset
-            except Exception as e:
-                errors.append(f"{kind}: wrote opset {written} instead of {opset} and could not be converted "
-                              f"({_first_line(e)}); ask for opset {written}")
-                continue
-        return model, {"exporter": kind, "written_opset": written}
-    raise WearspecError("export: ONNX export failed: " + "; ".join(errors))
-
-
-def simplify(model: onnx.ModelProto) -> tuple[onnx.ModelProto, str | None]:
-    """onnxslim (constant folding, dead-node removal) → (model, None), or (the input, the reason) when
-    onnxslim is not installed, fails or changes the opset."""
-    try:
-        import onnxslim
-    except ImportError:
-        return model, "onnxslim is not installed; graph left as exported"
-    try:
-        slim = onnxslim.slim(model)
-    except Exception as e:
-        return model, f"onnxslim failed ({type(e).__name__}: {_first_line(e)}); graph left as exported"
-    if slim is None or opset_version(slim) != opset_version(model):
-        return model, "onnxslim changed the opset; graph left as exported"
-    return slim, None
-
-
-def check_graph(model: onnx.ModelProto, channels: int, samples: int, classes: int) -> onnx.ModelProto:
-    """``check_model(full_check=True)``, strict shape inference and the I/O contract (``windows``
-    [batch, C, T] float32 → ``probabilities`` [batch, K] float32, only the batch axis symbolic) → the model
-    with inferred shapes. Raises :class:`WearspecError` on any problem."""
-    try:
-        onnx.checker.check_model(model, full_check=True)
-        inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
-    except Exception as e:
-        raise WearspecError(f"export: the ONNX checker refuses the graph: {_first_line(e)}") from None
-    inits = {t.name for t in model.graph.initializer}
-    ins = [i for i in inferred.graph.input if i.name not in inits]
-    for role, vals, name, dims in (("input", ins, INPUT_NAME, [channels, samples]),
-                                   ("output", list(inferred.graph.output), OUTPUT_NAME, [classes])):
-        if len(vals) != 1 or vals[0].name != name:
-            raise WearspecError(f"export: expected one graph {role} {name!r}, got {[v.name for v in vals]}")
-        tt = vals[0].type.tensor_type
-        shape = [d.dim_param or (d.dim_value if d.HasField("dim_value") else None) for d in tt.shape.dim]
-        if tt.elem_type != onnx.TensorProto.FLOAT:
-            raise WearspecError(f"export: {role} {name!r} is not float32")
-        if len(shape) != 1 + len(dims) or not isinstance(shape[0], str) or shape[1:] != dims:
-            raise WearspecError(f"export: {role} {name!r} has shape {shape}; expected ['batch', "
-                                f"{', '.join(map(str, dims))}] (only the batch axis dynamic)")
-    return inferred
-
-
 # ---- running and comparing ------------------------------------------------------------------------------
 def run_onnx(sess, windows: np.ndarray, batch: int = 64) -> np.ndarray:
     """Probabilities (N, K) of an ONNX Runtime session for windows (N, C, T), ``batch`` at a time."""
@@ -267,45 +159,86 @@ def _scores(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
 
 
 # ---- the whole export -----------------------------------------------------------------------------------
-def export_classifier(classifier: nn.Module, meta: dict[str, Any], output: str | Path,
-                      store: WindowStore | str | Path | None = None, *, opset: int = 17, int8: bool = True,
-                      calibration_windows: int = 256, calibration_method: str = "percentile",
-                      quantize_attention: bool = False, parity_atol: float = 1e-4, parity_rtol: float = 1e-3,
-                      parity_windows: int = 64, accuracy_windows: int = 4096, check_fp16: bool = True,
-                      exporter: str = "auto", split: SplitConfig | None = None, seed: int = 0,
-                      overwrite: bool = False, source_checkpoint: str | Path | None = None,
+def export_classifier(classifier: nn.Module, meta: dict[str, Any], cfg: ExportConfig,
+                      store: WindowStore | None = None, *, source_checkpoint: str | Path | None = None,
                       trained_on: dict[str, list[str]] | None = None, log=None) -> dict[str, Any]:
     """Export ``classifier`` (a :class:`~wearspec.models.classifier.Classifier` or any module with
     ``frontend`` and ``model``) described by ``meta`` (its ``classifier_meta`` block) to the bundle folder
-    ``output``; see the module docstring for the steps and gates. Returns a summary (bundle path, opset,
-    exporter, op counts, parity, FP16 and INT8 figures, warnings, seconds). ``trained_on``: the subjects the
-    classifier was trained and validated on (:func:`~wearspec.models.classifier.trained_subjects`), so that
-    INT8 is scored on the others. ``log``: a callable taking one line of progress (default: silent)."""
+    ``cfg.output``; see the module docstring for the steps and gates. ``store``: an opened window store
+    (default: ``cfg.store`` when set). Returns a summary (bundle path, opset, exporter, op counts, parity,
+    FP16 and INT8 figures, warnings, seconds). ``trained_on``: the subjects the classifier was trained and
+    validated on (:func:`~wearspec.models.classifier.trained_subjects`), so that INT8 is scored on the others.
+    ``log``: a callable taking one line of progress (default: silent)."""
     t0, say = time.time(), (log or (lambda line: None))
-    bundle_io.check_output(output, overwrite)  # fail before minutes of work, not after
-    rng = np.random.default_rng(seed)
-    channels = [str(c) for c in (meta.get("channels") or classifier.frontend.channel_names or [])]
-    c, t, hop = len(channels), int(meta["window"]), int(meta.get("hop") or 0)
-    labels = [str(x) for x in meta.get("label_names") or []]
-    if c < 1 or hop < 1:
-        raise WearspecError(f"export: the classifier meta needs channels and a hop (got {channels}, hop {hop})")
-    if store is not None and not isinstance(store, WindowStore):
-        store = WindowStore(store)
+    cfg.validate()
+    bundle_io.check_output(cfg.output, cfg.overwrite)  # fail before minutes of work, not after
+    rng = np.random.default_rng(cfg.seed)
+    channels, t, hop = _input_spec(classifier, meta)
+    if store is None and cfg.store:
+        store = WindowStore(cfg.store)
     if store is not None:
         _check_store(store, channels, t, float(meta["rate"]))
-    module = InferenceModule(classifier)
-    example = torch.randn(2, c, t, generator=torch.Generator().manual_seed(seed))
+    example = torch.randn(2, len(channels), t, generator=torch.Generator().manual_seed(cfg.seed))
     with torch.no_grad(), _export_mode(classifier):
         k = int(classifier(example).shape[-1])
-    notes = []
+    labels, notes = [str(x) for x in meta.get("label_names") or []], []
     if len(labels) != k:
         notes.append(f"the meta holds {len(labels)} label names for {k} outputs: labels are the class numbers")
         labels = [str(i) for i in range(k)]
 
-    say(f"exporting to ONNX (opset {opset})")
-    model, how = export_onnx(module, example, opset, exporter)
+    say(f"exporting to ONNX (opset {cfg.opset})")
+    model, how, report, slim_note = _checked_graph(InferenceModule(classifier), example, cfg, k)
+    data = model.SerializeToString()
+    sess = session(data)
+    say("parity: PyTorch vs ONNX Runtime")
+    parity, x_check, y_real = _parity(classifier, sess, store, cfg, rng, (len(channels), t))
+    fp16 = None
+    if cfg.fp16_check:  # an estimate for the report, not a gate: its own failure does not stop the export
+        say("FP16 check")
+        fp16 = _fp16(model, x_check, y_real, notes)
+    files: dict[str, bytes] = {"model.onnx": data}
+    notes += [n for n in (slim_note,) if n] + (fp16["warnings"] if fp16 else [])
+    int8_sec = None
+    if cfg.int8 and store is None:
+        notes.append("INT8 skipped: it needs a store (calibration windows and test subjects)")
+    elif cfg.int8:
+        int8_sec, files["model.int8.onnx"] = _int8(model, sess, store, cfg, rng, say, trained_on)
+
+    bundle_meta = {
+        "format": bundle_io.FORMAT, "version": bundle_io.VERSION, "wearspec_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "input": {"name": INPUT_NAME, "shape": [-1, len(channels), t], "dtype": "float32", "channels": channels,
+                  "rate": float(meta["rate"]), "window": t, "hop": hop},
+        "output": {"name": OUTPUT_NAME, "shape": [-1, k], "labels": labels},
+        **_model_sections(classifier, meta, k, source_checkpoint),
+        "onnx": {"file": "model.onnx", "opset": report["opset"], "exporter": how["exporter"],
+                 "written_opset": how["written_opset"], "ops": report["ops"], "layernorm": report["layernorm"],
+                 "trt_version_checked": report["trt_version"], "frontend_nodes": _frontend_nodes(model)},
+        "int8": int8_sec, "parity": parity, "fp16": fp16, "notes": notes,
+    }
+    say(f"writing {cfg.output}")
+    path = bundle_io.write_bundle(cfg.output, jsonable(bundle_meta), files, overwrite=cfg.overwrite)
+    return {"bundle": str(path), "opset": report["opset"], "exporter": how["exporter"], "ops": report["ops"],
+            "layernorm": report["layernorm"], "parity": parity, "fp16": fp16, "int8": int8_sec,
+            "notes": notes, "seconds": round(time.time() - t0, 1)}
+
+
+def _input_spec(classifier: nn.Module, meta: dict[str, Any]) -> tuple[list[str], int, int]:
+    """(channel names, window T, hop) of the bundle's input, from the classifier meta."""
+    channels = [str(c) for c in (meta.get("channels") or classifier.frontend.channel_names or [])]
+    hop = int(meta.get("hop") or 0)
+    if not channels or hop < 1:
+        raise WearspecError(f"export: the classifier meta needs channels and a hop (got {channels}, hop {hop})")
+    return channels, int(meta["window"]), hop
+
+
+def _checked_graph(module: nn.Module, example: Tensor, cfg: ExportConfig, k: int
+                   ) -> tuple[onnx.ModelProto, dict[str, Any], dict[str, Any], str | None]:
+    """Steps 1–3: export, simplify, check the graph and its I/O, gate the op set → (model, how it was
+    exported, op report, why the graph was not simplified or None)."""
+    model, how = export_onnx(module, example, cfg.opset, cfg.exporter)
     model, slim_note = simplify(model)
-    check_graph(model, c, t, k)
+    check_graph(model, example.shape[1], example.shape[2], k)
     report = op_report(model)
     if report["problems"]:
         raise WearspecError(f"export: the graph is not buildable with TensorRT {report['trt_version']}: "
@@ -313,61 +246,59 @@ def export_classifier(classifier: nn.Module, meta: dict[str, Any], output: str |
     if report["layernorm"]["single_op"] is False:
         raise WearspecError(f"export: {report['layernorm']['decomposed']} LayerNorm(s) are decomposed into "
                             f"ReduceMean/Pow ops; export with opset ≥ 17")
-    data = model.SerializeToString()
-    sess = session(data)
+    return model, how, report, slim_note
 
-    say("parity: PyTorch vs ONNX Runtime")
-    x_rand = rng.standard_normal((max(parity_windows, 2), c, t)).astype(np.float32)
+
+def _parity(classifier: nn.Module, sess, store: WindowStore | None, cfg: ExportConfig, rng: np.random.Generator,
+            shape: tuple[int, int]) -> tuple[dict[str, Any], np.ndarray | None, np.ndarray | None]:
+    """Step 4, the parity gate: PyTorch vs ONNX Runtime on random windows (batch 1 and batch N) and on real
+    windows of ``store`` → (the bundle's ``parity`` section, the windows for the FP16 check (n, C, T): the real
+    ones when there is a store, else the random ones, and the real windows' labels or None)."""
+    x_rand = rng.standard_normal((max(cfg.parity_windows, 2), *shape)).astype(np.float32)
     ref = run_torch(classifier, x_rand)
-    random_fig = compare(ref, run_onnx(sess, x_rand, batch=len(x_rand)), parity_atol, parity_rtol)
-    single = compare(ref[:2], run_onnx(sess, x_rand[:2], batch=1), parity_atol, parity_rtol)
+    random_fig = compare(ref, run_onnx(sess, x_rand, batch=len(x_rand)), cfg.parity_atol, cfg.parity_rtol)
+    single = compare(ref[:2], run_onnx(sess, x_rand[:2], batch=1), cfg.parity_atol, cfg.parity_rtol)
     random_fig.update(batch_sizes=[1, len(x_rand)], passed=random_fig["passed"] and single["passed"],
                       max_abs=max(random_fig["max_abs"], single["max_abs"]),
                       max_rel=max(random_fig["max_rel"], single["max_rel"]))
     real_fig, x_real, y_real = None, None, None
     if store is not None:
-        idx = np.sort(rng.choice(len(store), size=min(parity_windows, len(store)), replace=False))
+        idx = np.sort(rng.choice(len(store), size=min(cfg.parity_windows, len(store)), replace=False))
         x_real, y_real = store.read_batch(idx), store.labels[idx]
-        real_fig = compare(run_torch(classifier, x_real), run_onnx(sess, x_real), parity_atol, parity_rtol)
-    thresholds = {"atol": parity_atol, "rtol": parity_rtol, "rel_floor": REL_FLOOR,
-                  "definition": "abs = |p_onnx - p_torch|, rel = abs / max(p_torch, rel_floor) per probability; "
-                                "pass: max abs <= atol and max rel <= rtol"}
+        real_fig = compare(run_torch(classifier, x_real), run_onnx(sess, x_real), cfg.parity_atol, cfg.parity_rtol)
     for name, fig in (("random", random_fig), ("real", real_fig)):
         if fig is not None and not fig["passed"]:
             raise WearspecError(f"export: parity gate failed on {name} windows: max abs error {fig['max_abs']:.3g} "
-                                f"(atol {parity_atol:g}), max rel error {fig['max_rel']:.3g} (rtol {parity_rtol:g}), "
-                                f"argmax agreement {fig['argmax_agreement']:.3f}; no bundle written")
-    fp16 = None
-    if check_fp16:  # an estimate for the report, not a gate: its own failure does not stop the export
-        say("FP16 check")
-        xs = x_real if x_real is not None else x_rand
-        try:
-            fp16 = fp16_check(model, xs, y_real, input_name=INPUT_NAME,
-                              source="store" if x_real is not None else "random")
-        except Exception as e:
-            notes.append(f"FP16 check failed ({type(e).__name__}: {_first_line(e)})")
+                                f"(atol {cfg.parity_atol:g}), max rel error {fig['max_rel']:.3g} (rtol "
+                                f"{cfg.parity_rtol:g}), argmax agreement {fig['argmax_agreement']:.3f}; "
+                                "no bundle written")
+    thresholds = {"atol": cfg.parity_atol, "rtol": cfg.parity_rtol, "rel_floor": REL_FLOOR,
+                  "definition": "abs = |p_onnx - p_torch|, rel = abs / max(p_torch, rel_floor) per probability; "
+                                "pass: max abs <= atol and max rel <= rtol"}
+    parity = {"random": random_fig, "real": real_fig, "thresholds": thresholds}
+    return parity, (x_real if x_real is not None else x_rand), y_real
 
-    files: dict[str, bytes] = {"model.onnx": data}
-    notes += [n for n in (slim_note,) if n] + (fp16["warnings"] if fp16 else [])
-    int8_sec = None
-    if int8 and store is None:
-        notes.append("INT8 skipped: it needs a store (calibration windows and test subjects)")
-    elif int8:
-        int8_sec, qdata = _int8(model, sess, store, split or SplitConfig(), rng, calibration_windows,
-                                calibration_method, quantize_attention, accuracy_windows, say, trained_on)
-        files["model.int8.onnx"] = qdata
 
+def _fp16(model: onnx.ModelProto, windows: np.ndarray, labels: np.ndarray | None, notes: list[str]
+          ) -> dict[str, Any] | None:
+    """Step 5, the FP16 estimate on ``windows`` (real ones when there are labels); a failure becomes a note."""
+    try:
+        return fp16_check(model, windows, labels, input_name=INPUT_NAME,
+                          source="store" if labels is not None else "random")
+    except Exception as e:
+        notes.append(f"FP16 check failed ({type(e).__name__}: {first_line(e)})")
+        return None
+
+
+def _model_sections(classifier: nn.Module, meta: dict[str, Any], k: int, source_checkpoint: str | Path | None
+                    ) -> dict[str, Any]:
+    """The bundle's ``normalization``, ``frontend`` and ``model`` sections: what was exported, from where."""
     fe = classifier.frontend
     fitted = bool(getattr(fe, "fitted", False)) and bool(getattr(fe, "normalize", False))
     ckpt = Path(source_checkpoint) if source_checkpoint else None
     model_meta = meta.get("model") if isinstance(meta.get("model"), dict) else {}
     kind = str(meta.get("kind") or getattr(classifier, "kind", "") or "classifier")
-    bundle_meta = {
-        "format": bundle_io.FORMAT, "version": bundle_io.VERSION, "wearspec_version": __version__,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "input": {"name": INPUT_NAME, "shape": [-1, c, t], "dtype": "float32", "channels": channels,
-                  "rate": float(meta["rate"]), "window": t, "hop": hop},
-        "output": {"name": OUTPUT_NAME, "shape": [-1, k], "labels": labels},
+    return {
         "normalization": {"mean": fe.norm_mean.tolist() if fitted else None,
                           "std": fe.norm_std.tolist() if fitted else None,
                           "where": "inside the graph, after the log spectrogram" if fitted
@@ -377,19 +308,7 @@ def export_classifier(classifier: nn.Module, meta: dict[str, Any], output: str |
                   "source_checkpoint": str(ckpt) if ckpt else None,
                   "sha256": bundle_io.sha256_file(ckpt) if ckpt and ckpt.is_file() else None,
                   "num_classes": k, "input_size": meta.get("input_size"), "config": model_meta},
-        "onnx": {"file": "model.onnx", "opset": report["opset"], "exporter": how["exporter"],
-                 "written_opset": how["written_opset"], "ops": report["ops"], "layernorm": report["layernorm"],
-                 "trt_version_checked": report["trt_version"], "frontend_nodes": _frontend_nodes(model)},
-        "int8": int8_sec,
-        "parity": {"random": random_fig, "real": real_fig, "thresholds": thresholds},
-        "fp16": fp16,
-        "notes": notes,
     }
-    say(f"writing {output}")
-    path = bundle_io.write_bundle(output, jsonable(bundle_meta), files, overwrite=overwrite)
-    return {"bundle": str(path), "opset": report["opset"], "exporter": how["exporter"], "ops": report["ops"],
-            "layernorm": report["layernorm"], "parity": bundle_meta["parity"], "fp16": fp16, "int8": int8_sec,
-            "notes": notes, "seconds": round(time.time() - t0, 1)}
 
 
 def _held_out(store: WindowStore, split: SplitConfig, trained_on: dict[str, list[str]] | None
@@ -412,28 +331,29 @@ def _held_out(store: WindowStore, split: SplitConfig, trained_on: dict[str, list
         return np.arange(len(store)), np.zeros(0, np.int64), f"none ({e})"
 
 
-def _int8(model, sess, store: WindowStore, split: SplitConfig, rng, n_cal: int, method: str, attention: bool,
-          n_acc: int, say, trained_on: dict[str, list[str]] | None = None) -> tuple[dict[str, Any], bytes]:
-    """Calibrate on training-subject windows, quantize, op-check, and score FP32 vs INT8 on held-out subjects
-    (:func:`_held_out`)."""
-    train, test, split_name = _held_out(store, split, trained_on)
-    cal_idx = np.sort(rng.choice(train, size=min(n_cal, len(train)), replace=False))
+def _int8(model, sess, store: WindowStore, cfg: ExportConfig, rng, say,
+          trained_on: dict[str, list[str]] | None = None) -> tuple[dict[str, Any], bytes]:
+    """Step 6: calibrate on ``cfg.calibration_windows`` training-subject windows, quantize, op-check, and score
+    FP32 vs INT8 on up to ``cfg.accuracy_windows`` windows of held-out subjects (:func:`_held_out`)
+    → (the bundle's ``int8`` section, the Q/DQ model's bytes)."""
+    train, test, split_name = _held_out(store, cfg.split, trained_on)
+    cal_idx = np.sort(rng.choice(train, size=min(cfg.calibration_windows, len(train)), replace=False))
     say(f"INT8: calibrating on {len(cal_idx)} windows of the training subjects")
-    qmodel, info = quantize_int8(model, store.read_batch(cal_idx), input_name=INPUT_NAME, method=method,
-                                 quantize_attention=attention)
+    qmodel, info = quantize_int8(model, store.read_batch(cal_idx), input_name=INPUT_NAME,
+                                 method=cfg.calibration_method, quantize_attention=cfg.quantize_attention)
     problems = op_report(qmodel)["problems"]
     if problems:
         raise WearspecError("export: the INT8 graph is not buildable with TensorRT 10.3: " + "; ".join(problems[:5]))
     try:
         onnx.checker.check_model(qmodel, full_check=True)
     except Exception as e:
-        raise WearspecError(f"export: the ONNX checker refuses the INT8 graph: {_first_line(e)}") from None
+        raise WearspecError(f"export: the ONNX checker refuses the INT8 graph: {first_line(e)}") from None
     qdata = qmodel.SerializeToString()
     qsess = session(qdata)
     labelled = test[store.labels[test] >= 0] if store.has_labels else test
     ev = labelled if len(labelled) else test
-    if n_acc and len(ev) > n_acc:
-        ev = np.sort(rng.choice(ev, size=n_acc, replace=False))
+    if cfg.accuracy_windows and len(ev) > cfg.accuracy_windows:
+        ev = np.sort(rng.choice(ev, size=cfg.accuracy_windows, replace=False))
     acc: dict[str, Any] = {"split": split_name, "windows": int(len(ev)), "subjects": len(np.unique(store.subjects[ev]))}
     if len(ev):
         say(f"INT8: scoring FP32 vs INT8 on {len(ev)} test windows")
@@ -465,11 +385,6 @@ def _frontend_nodes(model: onnx.ModelProto) -> list[str]:
     return [n.name for n in model.graph.node if is_frontend_node(n)]
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return (text.splitlines() or [type(e).__name__])[0][:300]
-
-
 def run_export(cfg: ExportConfig, log=None) -> dict[str, Any]:
     """``wearspec export``: load ``cfg.checkpoint`` (:func:`~wearspec.models.classifier.load_classifier`) and
     :func:`export_classifier` it to ``cfg.output`` → the summary."""
@@ -481,10 +396,5 @@ def run_export(cfg: ExportConfig, log=None) -> dict[str, Any]:
     bundle_io.check_output(cfg.output, cfg.overwrite)
     ckpt = classifier_file(cfg.checkpoint)
     classifier, meta = load_classifier(ckpt)
-    return export_classifier(
-        classifier, meta, cfg.output, cfg.store or None, opset=cfg.opset, int8=cfg.int8,
-        calibration_windows=cfg.calibration_windows, calibration_method=cfg.calibration_method,
-        quantize_attention=cfg.quantize_attention, parity_atol=cfg.parity_atol, parity_rtol=cfg.parity_rtol,
-        parity_windows=cfg.parity_windows, accuracy_windows=cfg.accuracy_windows, check_fp16=cfg.fp16_check,
-        exporter=cfg.exporter, split=cfg.split, seed=cfg.seed, overwrite=cfg.overwrite, source_checkpoint=ckpt,
-        trained_on=trained_subjects(ckpt), log=log)
+    return export_classifier(classifier, meta, cfg, source_checkpoint=ckpt, trained_on=trained_subjects(ckpt),
+                             log=log)

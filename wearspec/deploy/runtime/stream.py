@@ -25,29 +25,28 @@ from the expected time by more than ``max_gap_s`` (a gap, or a jump backwards), 
 the held values are reset: the next prediction comes once a full window has arrived after the gap. A partial
 window at the end of a stream is never classified.
 
-Sources yield chunks ``(n, C)`` or ``(chunk, t0)`` pairs: :func:`replay_csv`, :func:`replay_npy`,
-:func:`read_stdin`, or any iterable/callable. :func:`run_stream` wires a bundle, a source and CSV output.
+Sources (:mod:`.sources`) yield chunks ``(n, C)`` or ``(chunk, t0)`` pairs: :func:`replay_csv`,
+:func:`replay_npy`, :func:`read_stdin`, or any iterable/callable. :func:`run_stream` wires a bundle, a source
+and CSV output, with the settings of a :class:`StreamConfig`.
 """
 
 from __future__ import annotations
 
 import csv
-import math
 import os
 import sys
 import time
 from collections import deque
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence, TextIO
+from typing import Any, Callable, Iterator, TextIO
 
 import numpy as np
 
 from wearspec.deploy.runtime.bench import latency_summary
-from wearspec.errors import WearspecError, where
+from wearspec.deploy.runtime.sources import iter_chunks, open_source, read_stdin, replay_csv, replay_npy
+from wearspec.errors import WearspecError
 
 NAN_POLICIES = ("hold", "interpolate", "zero", "skip")
-TIME_COLUMNS = ("time_s", "time", "timestamp", "t")
 
 
 @dataclass
@@ -233,199 +232,63 @@ class StreamClassifier:
                     skipped=self.skipped, resets=self.resets)
 
 
-# ---------------------------------------------------------------------- sources
-def iter_chunks(source: Any) -> Iterator[tuple[np.ndarray, float | None]]:
-    """Normalise a source to ``(chunk, t0)`` pairs: an iterable (or a callable returning one) of chunks
-    (arrays ``(n, C)``) or ``(chunk, t0)`` tuples whose second item is a number or None."""
-    if callable(source):
-        source = source()
-    for item in source:
-        if (isinstance(item, tuple) and len(item) == 2 and not np.isscalar(item[0])
-                and (item[1] is None or isinstance(item[1], (int, float, np.number)))):
-            yield item[0], item[1]
-        else:
-            yield item, None
-
-
-def _parse_rows(rows: Iterable[tuple[int, list[str]]], name: str, channels: Sequence[str | int] | None,
-                n_channels: int | None, time_column: str | int | None, chunk: int,
-                rate: float | None) -> Iterator[tuple[np.ndarray, float | None]]:
-    """Shared CSV logic: header detection, column selection, numbers (blank/NaN = missing), chunking."""
-    if chunk < 1:
-        raise WearspecError(f"{where(name)}: chunk must be >= 1 sample, got {chunk}")
-    header: list[str] | None = None
-    cols: list[int] | None = None
-    tcol: int | None = None
-    buf: list[list[float]] = []
-    t_first: float | None = None
-    t_prev: float | None = None
-    gap = 1.5 / rate if rate else None
-
-    def setup(width: int, line: int) -> None:
-        nonlocal cols, tcol
-        names = header or [str(i) for i in range(width)]
-        tcol = None
-        if time_column == "auto":
-            tcol = next((names.index(n) for n in TIME_COLUMNS if header and n in names), None)
-        elif isinstance(time_column, int):
-            tcol = time_column
-        elif time_column is not None:
-            if not header or time_column not in header:
-                raise WearspecError(f"{where(name, f'line {line}')}: no time column {time_column!r} in the header")
-            tcol = header.index(time_column)
-        rest = [i for i in range(width) if i != tcol]
-        if channels is None:
-            cols = rest
-        elif all(isinstance(c, int) for c in channels):
-            cols = [int(c) for c in channels]
-        elif header is not None and all(c in header for c in channels):
-            cols = [header.index(c) for c in channels]
-        elif header is None and len(rest) == len(channels):
-            cols = rest            # headerless: columns in the bundle's channel order
-        else:
-            missing = [c for c in channels if not header or c not in header]
-            raise WearspecError(f"{where(name, f'line {line}')}: channels {missing} not found; the columns are "
-                                f"{header or width} (expected {list(channels)})")
-        if n_channels is not None and len(cols) != n_channels:
-            raise WearspecError(f"{where(name, f'line {line}')}: expected {n_channels} channel columns, "
-                                f"found {len(cols)}")
-        if any(c >= width for c in cols) or (tcol is not None and tcol >= width):
-            raise WearspecError(f"{where(name, f'line {line}')}: column index out of range (row has {width})")
-
-    def number(cell: str, line: int, col: int) -> float:
-        cell = cell.strip()
-        if cell == "":
-            return math.nan
-        try:
-            return float(cell)
-        except ValueError:
-            label = header[col] if header and col < len(header) else f"column {col + 1}"
-            raise WearspecError(f"{where(name, f'line {line}')}: {label}: expected a number, got {cell!r}") from None
-
-    def flush() -> tuple[np.ndarray, float | None]:
-        block = np.asarray(buf, dtype=np.float32).reshape(len(buf), len(cols or []))
-        buf.clear()
-        return block, t_first
-
-    width = None
-    for line, row in rows:
-        if not row or all(not c.strip() for c in row) or row[0].lstrip().startswith("#"):
-            continue
-        if width is None:
-            try:
-                [float(c) for c in row if c.strip()]
-            except ValueError:
-                header = [c.strip() for c in row]
-                width = len(row)
-                setup(width, line)
-                continue
-            width = len(row)
-            setup(width, line)
-        if len(row) != width:
-            raise WearspecError(f"{where(name, f'line {line}')}: expected {width} values, got {len(row)}")
-        t = number(row[tcol], line, tcol) if tcol is not None else None
-        if buf and t is not None and t_prev is not None and gap is not None and abs(t - t_prev) > gap:
-            yield flush()       # split at timestamp gaps so each chunk is uniformly sampled
-        if not buf:
-            t_first = t
-        buf.append([number(row[c], line, c) for c in cols or []])
-        t_prev = t
-        if len(buf) >= chunk:
-            yield flush()
-    if buf:
-        yield flush()
-
-
-def replay_csv(path: str | os.PathLike, channels: Sequence[str | int] | None = None, rate: float | None = None,
-               chunk: int = 1, time_column: str | int | None = None,
-               delimiter: str = ",") -> Iterator[tuple[np.ndarray, float | None]]:
-    """Replay a CSV recording as ``(chunk (n, C) float32, t0)`` pairs.
-
-    channels: column names (needs a header; headerless files must have exactly these many columns, in this
-    order) or indices; None: every column except the time column. time_column: a name/index holding seconds,
-    ``'auto'`` (a header column named time_s/time/timestamp/t) or None. Blank cells and NaN are missing
-    samples. With timestamps and ``rate``, chunks are split at gaps (> 1.5 sample periods).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise WearspecError(f"{where(path)}: no such file")
-    with open(path, newline="", encoding="utf-8") as fh:
-        rows = ((i, row) for i, row in enumerate(csv.reader(fh, delimiter=delimiter), 1))
-        yield from _parse_rows(rows, str(path), channels, None, time_column, chunk, rate)
-
-
-def read_stdin(n_channels: int | None = None, chunk: int = 1, stream: TextIO | None = None,
-               channels: Sequence[str | int] | None = None, time_column: str | int | None = None,
-               rate: float | None = None) -> Iterator[tuple[np.ndarray, float | None]]:
-    """Live lines of comma-separated values from stdin (or ``stream``), yielded every ``chunk`` lines.
-
-    An optional first header line names the columns; lines starting with ``#`` are ignored.
-    """
-    stream = stream if stream is not None else sys.stdin
-    lines = iter(stream.readline, "")
-    rows = ((i, next(csv.reader([text]), [])) for i, text in enumerate(lines, 1))
-    yield from _parse_rows(rows, "<stdin>", channels, n_channels, time_column, chunk, rate)
-
-
-def replay_npy(path: str | os.PathLike, chunk: int, channels_first: bool = False) -> Iterator[np.ndarray]:
-    """Replay a ``.npy`` recording of shape (n, C) (or (C, n) with ``channels_first``) in chunks."""
-    path = Path(path)
-    if not path.is_file():
-        raise WearspecError(f"{where(path)}: no such file")
-    if chunk < 1:
-        raise WearspecError(f"{where(path)}: chunk must be >= 1 sample, got {chunk}")
-    data = np.load(path, mmap_mode="r", allow_pickle=False)
-    if data.ndim != 2:
-        raise WearspecError(f"{where(path)}: expected a 2-D array (samples, channels), got shape {data.shape}")
-    if channels_first:
-        data = data.T
-    for s in range(0, data.shape[0], chunk):
-        yield np.asarray(data[s:s + chunk], dtype=np.float32)
-
-
 # ---------------------------------------------------------------------- command-line driver
-def _open_source(source: Any, spec, chunk: int | None, time_column: str | int | None):
-    if isinstance(source, (str, os.PathLike)):
-        if str(source) == "-":
-            return read_stdin(n_channels=spec.n_channels, chunk=chunk or 1, time_column=time_column, rate=spec.rate,
-                              channels=list(spec.channels))
-        path = Path(source)
-        if path.suffix.lower() == ".npy":
-            return replay_npy(path, chunk or spec.hop)
-        if path.suffix.lower() in (".csv", ".txt", ".tsv"):
-            return replay_csv(path, channels=list(spec.channels), rate=spec.rate, chunk=chunk or spec.hop,
-                              time_column=time_column, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
-        raise WearspecError(f"{where(path)}: unknown source type; expected .csv, .tsv, .npy or '-' (stdin)")
-    return source
+@dataclass
+class StreamConfig:
+    """How ``wearspec stream`` runs a bundle on a stream; the command's flags, and what the demo's replay sets.
+
+    backend: ``onnxruntime`` or ``tensorrt``. engine: a TensorRT engine file (None: ``BUNDLE/model.<precision>
+    .engine``). precision: None picks the backend's default (fp32 for ONNX Runtime, fp16 for TensorRT).
+    threads: ONNX Runtime intra-op threads (None: its default). smoothing, nan_policy, max_nan_fraction,
+    max_gap_s: see :class:`StreamClassifier` (which checks them). hop: samples between predictions (None: the
+    bundle's hop). chunk: samples per chunk read from a file (None: the hop) or stdin (None: 1). time_column:
+    the CSV column of timestamps in seconds, ``'auto'`` (a header named time_s/time/timestamp/t) or None.
+    header: print the ``time_s,label,probability`` header line first.
+    """
+
+    backend: str = "onnxruntime"
+    engine: str | None = None
+    precision: str | None = None
+    threads: int | None = None
+    smoothing: int = 1
+    nan_policy: str = "hold"
+    max_nan_fraction: float = 0.25
+    max_gap_s: float | None = None
+    hop: int | None = None
+    chunk: int | None = None
+    time_column: str | int | None = "auto"
+    header: bool = True
 
 
-def run_stream(bundle_dir: str | os.PathLike, source: Any, backend: Any = "onnxruntime", engine: Any = None,
-               precision: str | None = None, smoothing: int = 1, nan_policy: str = "hold",
-               max_nan_fraction: float = 0.25, max_gap_s: float | None = None, hop: int | None = None,
-               chunk: int | None = None, threads: int | None = None, time_column: str | int | None = "auto",
-               header: bool = True, out: TextIO | None = None, err: TextIO | None = None,
+def run_stream(bundle_dir: str | os.PathLike, source: Any, cfg: StreamConfig | None = None, *, backend: Any = None,
+               out: TextIO | None = None, err: TextIO | None = None,
                on_prediction: Callable[[Prediction], None] | None = None) -> dict:
     """Classify a stream with a bundle; print ``time_s,label,probability`` per prediction (CSV, flushed).
 
-    source: a CSV/TSV/.npy path, ``'-'`` for stdin, or an iterable/callable of chunks. backend: a backend
-    name (``onnxruntime``/``tensorrt``) or an already opened backend. Latency statistics go to ``err``
-    (stderr) at the end and are returned.
+    source: a CSV/TSV/.npy path, ``'-'`` for stdin, or an iterable/callable of chunks (:func:`.sources.open_source`).
+    cfg: the settings (default :class:`StreamConfig`). backend: an already opened backend to use instead of
+    opening ``cfg.backend`` (it is not closed here). Latency statistics go to ``err`` (stderr) at the end and
+    are returned.
     """
-    from wearspec.deploy.runtime.backends import load_backend, read_bundle_spec
+    from wearspec.deploy.runtime.backends import load_backend
+    from wearspec.deploy.runtime.schema import read_bundle_spec
 
+    cfg = cfg if cfg is not None else StreamConfig()
     out = out if out is not None else sys.stdout
     err = err if err is not None else sys.stderr
-    owned = isinstance(backend, str)
-    be = load_backend(bundle_dir, backend, engine=engine, precision=precision, threads=threads) if owned else backend
+    owned = backend is None
+    be = (load_backend(bundle_dir, cfg.backend, engine=cfg.engine, precision=cfg.precision, threads=cfg.threads)
+          if owned else backend)
     try:
         spec = getattr(be, "spec", None) or read_bundle_spec(bundle_dir)
-        clf = StreamClassifier(be, hop=hop or spec.hop, rate=spec.rate, smoothing=smoothing, nan_policy=nan_policy,
-                               max_nan_fraction=max_nan_fraction, max_gap_s=max_gap_s)
+        clf = StreamClassifier(be, hop=cfg.hop or spec.hop, rate=spec.rate, smoothing=cfg.smoothing,
+                               nan_policy=cfg.nan_policy, max_nan_fraction=cfg.max_nan_fraction,
+                               max_gap_s=cfg.max_gap_s)
         writer = csv.writer(out, lineterminator="\n")
-        if header:
+        if cfg.header:
             writer.writerow(["time_s", "label", "probability"])
             out.flush()
-        for pred in clf.run(_open_source(source, spec, chunk, time_column)):
+        for pred in clf.run(open_source(source, spec, cfg.chunk, cfg.time_column)):
             writer.writerow([f"{pred.time_s:.3f}", pred.label, f"{pred.probability:.4f}"])
             out.flush()
             if on_prediction is not None:
@@ -442,5 +305,5 @@ def run_stream(bundle_dir: str | os.PathLike, source: Any, backend: Any = "onnxr
             be.close()
 
 
-__all__ = ["Prediction", "StreamClassifier", "NAN_POLICIES", "iter_chunks", "replay_csv", "replay_npy",
-           "read_stdin", "run_stream"]
+__all__ = ["Prediction", "StreamClassifier", "StreamConfig", "NAN_POLICIES", "iter_chunks", "replay_csv",
+           "replay_npy", "read_stdin", "run_stream"]

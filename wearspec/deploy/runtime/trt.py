@@ -34,12 +34,13 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from wearspec.deploy.runtime.backends import (TRT_PRECISIONS, Backend, BundleSpec, atomic_write, default_engine_path,
-                                               read_bundle_spec, sha256_file, verify_model_file)
+from wearspec.deploy.runtime.base import TRT_PRECISIONS, Backend, default_engine_path
+from wearspec.deploy.runtime.schema import BundleSpec, read_bundle_spec, sha256_file, verify_model_file
 from wearspec.deploy.runtime.trt_checks import (ENGINE_FORMAT, REBUILD_HINT, _enum_name, check_engine_compatible,
                                                  check_precision_source, check_profile, engine_meta_path,
                                                  format_parser_errors, read_engine_meta, should_keep_fp32, trt_major)
 from wearspec.errors import WearspecError, where
+from wearspec.utils.io import atomic_write
 
 
 # ----------------------------------------------------------------------------- TensorRT / CUDA access
