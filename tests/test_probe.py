@@ -52,7 +52,8 @@ def store(tmp_path, rng):
 
 def _cfg(store, out, **kw):
     data = {"store": str(store), "output": str(out), "device": "cpu", "batch_size": 20,
-            "linear": {"lrs": [0.01, 0.1], "weight_decays": [0.0, 0.001], "epochs": 10, "batch_size": 32}}
+            "linear": {"lrs": [0.01, 0.1], "weight_decays": [0.0, 0.001], "epochs": 10, "batch_size": 32},
+            "classical": {"enabled": False}}  # on in test_classical_rows_beside_the_deep_ones (keeps the rest fast)
     data.update(kw)
     return from_dict(ProbeConfig, data)
 
@@ -161,6 +162,31 @@ def test_choose_features_ties_and_missing_scores():
     assert name == "b"  # a finite score beats none
     name, *_ = probe_mod.choose_features(sets, lambda c: c, lambda m, c: 0.9 if c == 3 else 0.2)
     assert name == "a"
+
+
+def test_classical_rows_beside_the_deep_ones(store, tmp_path, capsys):
+    split = {"mode": "kfold", "k": 4, "val_fraction": 0.2}
+    classical = {"n_trees": 10, "n_jobs": 1, "logreg_cs": [0.1, 1.0]}
+    report = run_probe(_cfg(store, tmp_path / "on", split=split, classical=classical), encoder=StandIn(), meta=META)
+    table = capsys.readouterr().out
+    cl = report["classical"]
+    assert cl["enabled"] and cl["models"] == ["logreg", "forest"]
+    for m, row in (("logreg", "features+LR"), ("forest", "features+RF")):
+        r = cl[m]  # the probe's structure and the same test windows, pooled over the same folds
+        assert r["n"] == report["linear"]["n"] == 96 and r["per_subject"].keys() == report["linear"]["per_subject"].keys()
+        assert set(r["pooled"]) == {"n", "accuracy", "macro_f1", "kappa"} and len(r["selection"]) == 4
+        assert r["pooled"]["macro_f1"] > 0.8  # template classes: features separate them too
+        assert any(line.startswith(row) for line in table.splitlines())
+    assert [set(f["classical"]) for f in report["splits"]] == [{"logreg", "forest"}] * 4
+    assert [f["classical"]["forest"]["n"] for f in report["splits"]] == [f["linear"]["n"] for f in report["splits"]]
+    on_disk = json.loads((tmp_path / "on" / "report.json").read_text())
+    assert on_disk["classical"]["forest"]["pooled"] == report["classical"]["forest"]["pooled"]
+    off = run_probe(load_config(ProbeConfig, None, [f"store={store}", f"output={tmp_path / 'off'}", "device=cpu",
+                                                     "split.mode=kfold", "split.k=4", "linear.epochs=5",
+                                                     "classical.enabled=false"]), encoder=StandIn(), meta=META)
+    table = capsys.readouterr().out
+    assert "classical" not in off and "features+" not in table and "k-NN" in table
+    assert all("classical" not in f for f in off["splits"]) and off["config"]["classical"]["enabled"] is False
 
 
 def test_kfold_aggregates_every_subject_once(store, tmp_path):

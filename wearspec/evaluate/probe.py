@@ -17,8 +17,11 @@ Read top to bottom, :func:`run_probe`:
    online k-NN of pretraining use the last block's only, so compare k-NN numbers at the same ``n_last``;
 5. pools the test predictions of all folds (every subject is tested exactly once in k-fold/LOSO)
    into one report: pooled and per-subject accuracy, macro-F1 and κ with mean ± SD over subjects,
-   per-class F1, confusion matrices; writes ``confusion_{knn,linear}.png``,
-   ``per_subject_{knn,linear}.png`` and, last, ``report.json``.
+   per-class F1, confusion matrices;
+6. runs the classical baseline (:mod:`wearspec.evaluate.classical`: hand-crafted window features with
+   logistic regression and a random forest) on the same splits, unless ``classical.enabled=false``, so
+   the table shows whether the deep features beat features on this data;
+7. writes ``confusion_{knn,linear}.png``, ``per_subject_{knn,linear}.png`` and, last, ``report.json``.
 """
 
 from __future__ import annotations
@@ -34,9 +37,11 @@ import numpy as np
 import torch
 
 from wearspec.config import to_dict
-from wearspec.data.splits import SplitConfig, make_splits
+from wearspec.data.splits import Split, SplitConfig, make_splits
 from wearspec.data.store import WindowStore
 from wearspec.errors import WearspecError
+from wearspec.evaluate.classical import MODELS as CLASSICAL_MODELS
+from wearspec.evaluate.classical import ClassicalConfig, classical_baseline
 from wearspec.evaluate.features import (
     FeatureCache,
     cache_key,
@@ -73,6 +78,8 @@ class ProbeConfig:
     knn_k: int = 20  # neighbours of the weighted k-NN
     knn_temperature: float = 0.07  # vote weight exp(cosine similarity / T)
     linear: LinearProbeConfig = field(default_factory=LinearProbeConfig)
+    # hand-crafted features + logistic regression / random forest on the same splits (classical.enabled=false: off)
+    classical: ClassicalConfig = field(default_factory=ClassicalConfig)
     batch_size: int = 256  # feature-extraction batch
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     seed: int = 0
@@ -89,6 +96,7 @@ class ProbeConfig:
             raise WearspecError(f"batch_size: expected ≥ 1, got {self.batch_size}")
         self.split.validate()
         self.linear.validate()
+        self.classical.validate()
 
 
 # -- components ----------------------------------------------------------------------------------
@@ -169,21 +177,117 @@ def choose_features(sets: list[tuple[str, int]], fit: Callable[[int], object],
 
 
 def _table(report: dict) -> str:
-    head = f"{'method':<8}{'accuracy':>10}{'macro-F1':>10}{'kappa':>8}   {'subject macro-F1':>18}{'subject kappa':>18}"
+    """The printed summary: one row per method (k-NN, linear, then the classical baseline's models)."""
+    head = (f"{'method':<13}{'accuracy':>10}{'macro-F1':>10}{'kappa':>8}   "
+            f"{'subject macro-F1':>18}{'subject kappa':>18}")
+    classical = report.get("classical", {})
+    rows = [("k-NN", report["knn"]), ("linear", report["linear"])]
+    rows += [(CLASSICAL_MODELS[m], classical[m]) for m in classical.get("models", [])]
     lines = [head]
-    for method in ("knn", "linear"):
-        r = report[method]
+    for name, r in rows:
         p, s = r["pooled"], r["subject_summary"]
-        lines.append(f"{'k-NN' if method == 'knn' else 'linear':<8}{p['accuracy']:>10.3f}{p['macro_f1']:>10.3f}"
-                     f"{p['kappa']:>8.3f}   {format_mean_sd(s['macro_f1']):>18}{format_mean_sd(s['kappa']):>18}")
+        lines.append(f"{name:<13}{p['accuracy']:>10.3f}{p['macro_f1']:>10.3f}{p['kappa']:>8.3f}   "
+                     f"{format_mean_sd(s['macro_f1']):>18}{format_mean_sd(s['kappa']):>18}")
     for sel, ksel in zip(report["linear"]["selection"], report["knn"]["selection"]):
         lines.append(f"linear probe {sel['split']}: {sel['features']}, lr={sel['lr']:g} "
                      f"weight_decay={sel['weight_decay']:g} ({sel['selected_on']} macro-F1 {sel['score']:.3f}); "
                      f"k-NN: {ksel['features']}")
+    if classical.get("enabled"):
+        f = classical["features"]
+        lines.append(f"{' and '.join(CLASSICAL_MODELS[m] for m in classical['models'])}: {f['count']} hand-crafted "
+                     f"features per window, on the same splits (classical.enabled=false: off)")
     return "\n".join(lines)
 
 
 # -- the recipe ----------------------------------------------------------------------------------
+
+
+def _load(cfg: ProbeConfig, encoder: torch.nn.Module | None, meta: dict | None):
+    """(store, encoder, meta, checkpoint path or None): the checkpoint's encoder unless one is given;
+    the store checked against the encoder's meta and for labels."""
+    if not cfg.store or not cfg.output:
+        raise WearspecError("probe: both store=… (labelled window store) and output=… (report folder) are required")
+    store = WindowStore(cfg.store)
+    ckpt = None
+    if encoder is None:
+        if not cfg.checkpoint:
+            raise WearspecError("probe: checkpoint=… is required (a pretrain checkpoint file or output folder)")
+        from wearspec.models.encoder import encoder_from_checkpoint
+
+        ckpt = resolve_checkpoint(cfg.checkpoint)
+        encoder, meta = encoder_from_checkpoint(ckpt, which=cfg.which)
+    if meta:
+        check_store_matches(store, meta, str(ckpt or cfg.checkpoint or "the given encoder"))
+    if not store.has_labels:
+        raise WearspecError(f"{store.path}: the store has no labels; the probe needs a labelled store "
+                            "(prepare it from a labelled dataset)")
+    return store, encoder, meta, ckpt
+
+
+def _encoder_features(cfg: ProbeConfig, store: WindowStore, encoder: torch.nn.Module, meta: dict | None,
+                      needed: np.ndarray, device: torch.device, verbose: bool):
+    """Features (len(needed), D) and labels of the windows ``needed`` (sorted store indices), from
+    ``<output>/features/`` when cached; returns (feats, labels, cache file)."""
+    encoder.to(device)
+    avgpool = cfg.avgpool is not False  # "auto" extracts both and lets validation choose per split
+    # the weights, and what they do not hold: the architecture and front end settings, and the library versions
+    import timm
+
+    key = cache_key(encoder=hash_module(encoder), architecture=repr(encoder), meta=meta, which=cfg.which,
+                    n_last=cfg.n_last, avgpool=avgpool, store=_store_identity(store), indices=hash_array(needed),
+                    versions=f"torch {torch.__version__}, timm {timm.__version__}")
+    fn = functools.partial(encoder.probe_features, n_last=cfg.n_last, avgpool=avgpool)
+    cache = FeatureCache(Path(cfg.output) / "features")
+    (feats, labels, _), hit = cache.get_or_compute(
+        key, lambda: extract_features(fn, store, needed, cfg.batch_size, device))
+    if verbose:
+        print(f"features: {feats.shape[0]} windows × {feats.shape[1]} dims "
+              f"({'cached' if hit else 'computed'}: {cache.path(key)})")
+    return feats, labels, cache.path(key)
+
+
+def _probe_split(cfg: ProbeConfig, sp: Split, rows: Callable[[np.ndarray], np.ndarray], feats: np.ndarray,
+                 labels: np.ndarray, sets: list[tuple[str, int]], n_classes: int, device: torch.device) -> dict:
+    """k-NN and linear probe of one split: selection on its validation rows, test rows last.
+
+    ``rows`` maps store indices to rows of ``feats``/``labels``. Returns {"knn", "linear": test
+    predictions, "knn_selection", "linear_selection": the choices made}."""
+    tr, va = rows(sp.train), rows(sp.val)
+
+    def knn(cols: int, query: np.ndarray) -> np.ndarray:
+        return knn_predict(feats[tr, :cols], labels[tr], feats[query, :cols], cfg.knn_k, cfg.knn_temperature,
+                           n_classes, device=device)[0]
+
+    lin_set, lin_cols, probe, lin_scores = choose_features(
+        sets, lambda cols: fit_linear_probe(feats[tr, :cols], labels[tr], feats[va, :cols], labels[va],
+                                            n_classes, cfg.linear, seed=cfg.seed, device=device),
+        lambda p, cols: p.val_macro_f1 if p.selected_on == "val" else float("nan"))
+    knn_set, knn_cols, _, knn_scores = choose_features(
+        sets, lambda cols: None, lambda _, cols: macro_f1(labels[va], knn(cols, va)) if va.size else float("nan"))
+    te = rows(sp.test)  # test windows are first touched here, after model selection
+    several = len(sets) > 1
+    return {
+        "knn": knn(knn_cols, te),
+        "linear": probe.predict(feats[te, :lin_cols])[0],
+        "linear_selection": {"split": sp.name, "features": lin_set, **probe.selection(),
+                             **({"features_val_macro_f1": lin_scores} if several else {})},
+        "knn_selection": {"split": sp.name, "features": knn_set,
+                          **({"features_val_macro_f1": knn_scores} if several else {})},
+    }
+
+
+def _write_outputs(out: Path, report: dict, label_names: list[str], verbose: bool) -> None:
+    """Figures of the k-NN and the linear probe, then report.json last (each write atomic)."""
+    for method, name in (("knn", "k-NN"), ("linear", "linear probe")):
+        r = report[method]
+        plot_confusion(r["confusion_matrix"], label_names, out / f"confusion_{method}.png",
+                       title=f"{name}: {r['n']} test windows, {r['n_subjects']} subjects")
+        plot_per_subject(r["per_subject"], out / f"per_subject_{method}.png", metric="macro_f1",
+                         title=f"{name}: macro-F1 per test subject")
+    write_json(out / "report.json", report)
+    if verbose:
+        print(_table(report))
+        print(f"report: {out / 'report.json'}")
 
 
 def run_probe(cfg: ProbeConfig, encoder: torch.nn.Module | None = None, meta: dict | None = None,
@@ -194,94 +298,34 @@ def run_probe(cfg: ProbeConfig, encoder: torch.nn.Module | None = None, meta: di
     ``meta`` may be given instead of ``cfg.checkpoint``; without ``meta`` the store check is skipped.
     """
     cfg.validate()
-    if not cfg.store or not cfg.output:
-        raise WearspecError("probe: both store=… (labelled window store) and output=… (report folder) are required")
-    out = Path(cfg.output)
-    store = WindowStore(cfg.store)
+    store, encoder, meta, ckpt = _load(cfg, encoder, meta)
     torch.manual_seed(cfg.seed)  # the probe's own draws (the `random` encoder has its own fixed seed)
-    ckpt = None
-    if encoder is None:
-        if not cfg.checkpoint:
-            raise WearspecError("probe: checkpoint=… is required (a pretrain checkpoint file or output folder)")
-        from wearspec.models.encoder import encoder_from_checkpoint
-
-        ckpt = resolve_checkpoint(cfg.checkpoint)
-        encoder, meta = encoder_from_checkpoint(ckpt, which=cfg.which)
-    source = str(ckpt or cfg.checkpoint or "the given encoder")
-    if meta:
-        check_store_matches(store, meta, source)
-    if not store.has_labels:
-        raise WearspecError(f"{store.path}: the store has no labels; the probe needs a labelled store "
-                            "(prepare it from a labelled dataset)")
-    n_classes = len(store.label_names)
-
-    # 1. splits over labelled windows
-    labelled = np.flatnonzero(store.labels >= 0)
-    splits = make_splits(store, labelled, cfg.split)
-
-    # 2. features of every window any split needs, once (cached)
+    splits = make_splits(store, np.flatnonzero(store.labels >= 0), cfg.split)
     needed = np.unique(np.concatenate([np.concatenate([s.train, s.val, s.test]) for s in splits]))
     device = resolve_device(cfg.device)
-    encoder.to(device)
-    avgpool = cfg.avgpool is not False  # "auto" extracts both and lets validation choose per split
-    # the weights, and what they do not hold: the architecture and front end settings, and the library versions
-    import timm
-
-    key = cache_key(encoder=hash_module(encoder), architecture=repr(encoder), meta=meta, which=cfg.which,
-                    n_last=cfg.n_last, avgpool=avgpool, store=_store_identity(store), indices=hash_array(needed),
-                    versions=f"torch {torch.__version__}, timm {timm.__version__}")
-    fn = functools.partial(encoder.probe_features, n_last=cfg.n_last, avgpool=avgpool)
-    cache = FeatureCache(out / "features")
-    (feats, labels, _), hit = cache.get_or_compute(
-        key, lambda: extract_features(fn, store, needed, cfg.batch_size, device))
-    if verbose:
-        print(f"features: {feats.shape[0]} windows × {feats.shape[1]} dims "
-              f"({'cached' if hit else 'computed'}: {cache.path(key)})")
+    feats, labels, cache_file = _encoder_features(cfg, store, encoder, meta, needed, device, verbose)
     sets = feature_sets(cfg, encoder, feats.shape[1])
+    results = [_probe_split(cfg, sp, functools.partial(np.searchsorted, needed), feats, labels, sets,
+                            len(store.label_names), device) for sp in splits]
+    classical = classical_baseline(store, splits, cfg.classical, seed=cfg.seed, verbose=verbose)
 
-    def at(idx: np.ndarray) -> np.ndarray:
-        return np.searchsorted(needed, idx)
+    def pooled(y, pred, subj) -> dict:
+        return classification_report(y, pred, subj, store.label_names, store.subject_names)
 
-    # 3. per split: k-NN and linear probe (selection on validation only, test last)
-    test_idx, knn_pred, lin_pred, selection, knn_selection, fold_reports = [], [], [], [], [], []
-    for sp in splits:
-        tr, va = at(sp.train), at(sp.val)
-
-        def knn(cols: int, query: np.ndarray) -> np.ndarray:
-            return knn_predict(feats[tr, :cols], labels[tr], feats[query, :cols], cfg.knn_k, cfg.knn_temperature,
-                               n_classes, device=device)[0]
-
-        lin_set, lin_cols, probe, lin_scores = choose_features(
-            sets, lambda cols: fit_linear_probe(feats[tr, :cols], labels[tr], feats[va, :cols], labels[va],
-                                                n_classes, cfg.linear, seed=cfg.seed, device=device),
-            lambda p, cols: p.val_macro_f1 if p.selected_on == "val" else float("nan"))
-        knn_set, knn_cols, _, knn_scores = choose_features(
-            sets, lambda cols: None, lambda _, cols: macro_f1(labels[va], knn(cols, va)) if va.size else float("nan"))
-        te = at(sp.test)  # test windows are first touched here, after model selection
-        kp = knn(knn_cols, te)
-        lp, _ = probe.predict(feats[te, :lin_cols])
-        test_idx.append(sp.test)
-        knn_pred.append(kp)
-        lin_pred.append(lp)
-        selection.append({"split": sp.name, "features": lin_set, **probe.selection(),
-                          **({"features_val_macro_f1": lin_scores} if len(sets) > 1 else {})})
-        knn_selection.append({"split": sp.name, "features": knn_set,
-                              **({"features_val_macro_f1": knn_scores} if len(sets) > 1 else {})})
-        y, subj = labels[te], store.subjects[sp.test]
-        fold_reports.append({
-            **sp.describe(store.subject_names),
-            "knn": classification_report(y, kp, subj, store.label_names, store.subject_names)["pooled"],
-            "linear": classification_report(y, lp, subj, store.label_names, store.subject_names)["pooled"],
-        })
-
-    # 4. pooled over folds: every test subject once
-    ti = np.concatenate(test_idx)
+    fold_reports = []
+    for i, (sp, r) in enumerate(zip(splits, results)):
+        y, subj = labels[np.searchsorted(needed, sp.test)], store.subjects[sp.test]
+        fold = {**sp.describe(store.subject_names), **{m: pooled(y, r[m], subj)["pooled"] for m in ("knn", "linear")}}
+        if classical["enabled"]:
+            fold["classical"] = {m: classical["splits"][i][m] for m in classical["models"]}
+        fold_reports.append(fold)
+    ti = np.concatenate([sp.test for sp in splits])
     y_test, s_test = store.labels[ti], store.subjects[ti]
-    knn_report = classification_report(y_test, np.concatenate(knn_pred), s_test, store.label_names, store.subject_names)
-    lin_report = classification_report(y_test, np.concatenate(lin_pred), s_test, store.label_names, store.subject_names)
-    knn_report.update(k=cfg.knn_k, temperature=cfg.knn_temperature, bank="train", selection=knn_selection)
-    lin_report["selection"] = selection
-
+    knn_report = pooled(y_test, np.concatenate([r["knn"] for r in results]), s_test)
+    lin_report = pooled(y_test, np.concatenate([r["linear"] for r in results]), s_test)
+    knn_report.update(k=cfg.knn_k, temperature=cfg.knn_temperature, bank="train",
+                      selection=[r["knn_selection"] for r in results])
+    lin_report["selection"] = [r["linear_selection"] for r in results]
     report = jsonable({
         "format": "wearspec-probe-report",
         "version": 1,
@@ -290,23 +334,14 @@ def run_probe(cfg: ProbeConfig, encoder: torch.nn.Module | None = None, meta: di
         "which": cfg.which,
         "encoder": meta or {},
         "features": {"windows": int(feats.shape[0]), "dim": int(feats.shape[1]), "n_last": cfg.n_last,
-                     "avgpool": cfg.avgpool, "sets": dict(sets), "cache": str(cache.path(key))},
+                     "avgpool": cfg.avgpool, "sets": dict(sets), "cache": str(cache_file)},
         "labels": store.label_names,
         "metrics": list(METRICS),
         "splits": fold_reports,
         "knn": knn_report,
         "linear": lin_report,
+        **({"classical": classical} if classical["enabled"] else {}),
         "config": to_dict(cfg),
     })
-    # 5. figures, then report.json last (each write atomic)
-    for method, r in (("knn", knn_report), ("linear", lin_report)):
-        name = "k-NN" if method == "knn" else "linear probe"
-        plot_confusion(r["confusion_matrix"], store.label_names, out / f"confusion_{method}.png",
-                       title=f"{name}: {r['n']} test windows, {r['n_subjects']} subjects")
-        plot_per_subject(r["per_subject"], out / f"per_subject_{method}.png", metric="macro_f1",
-                         title=f"{name}: macro-F1 per test subject")
-    write_json(out / "report.json", report)
-    if verbose:
-        print(_table(report))
-        print(f"report: {out / 'report.json'}")
+    _write_outputs(Path(cfg.output), report, store.label_names, verbose)
     return report
