@@ -230,20 +230,32 @@ def cut_windows(
         fill = labels_new[-1] if item.labels is not None and n_new > 0 else -1
         labels_new = np.pad(labels_new, (0, pad), constant_values=fill)
         n_new = w
-    n = 1 + (n_new - w) // h
-    starts_idx = np.arange(n) * h
-    win_idx = starts_idx[:, None] + np.arange(w)[None, :]
+    return windows_at(x, miss_new, labels_new, spec, range(1 + (n_new - w) // h), 0, item.start)
+
+
+def windows_at(x: np.ndarray, missing: np.ndarray, labels: np.ndarray, spec: WindowSpec, ks: range, first: int,
+               start: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Windows number ``ks`` (window k starts at target sample k·hop) of a signal already at ``spec.rate``.
+
+    ``x`` (C, n) filled samples, ``missing`` (n,) and ``labels`` (n,) per sample, hold target samples
+    ``first .. first + n`` (a whole recording, or a stretch of it when it arrives in chunks). Applies
+    the missing-fraction and label rules; returns windows (m, C, W) float32, starts (m,) s, labels (m,)
+    of the windows kept.
+    """
+    w = spec.window
+    starts_idx = np.arange(ks.start, ks.stop, dtype=np.int64) * spec.hop
+    win_idx = (starts_idx - first)[:, None] + np.arange(w)[None, :]
     windows = x[:, win_idx].transpose(1, 0, 2)  # (n, C, W)
-    frac = miss_new[win_idx].mean(axis=1)
+    frac = missing[win_idx].mean(axis=1)
     keep = (frac == 0) if spec.nan_policy == "drop" else (frac <= spec.max_nan_fraction)
-    labels = window_labels(labels_new[win_idx], spec)
+    wlabels = window_labels(labels[win_idx], spec)
     if spec.drop_unlabelled:
-        keep &= labels >= 0
-    starts = item.start + starts_idx / spec.rate
+        keep &= wlabels >= 0
+    starts = start + starts_idx / spec.rate
     return (
         np.ascontiguousarray(windows[keep], dtype=np.float32),
         starts[keep].astype(np.float64),
-        labels[keep],
+        wlabels[keep],
     )
 
 
