@@ -158,6 +158,54 @@ def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, *
 
     logger = _logger(trt, verbose)
     builder = trt.Builder(logger)
+    network, parser = _parse_onnx(trt, builder, logger, onnx_path, major)  # the parser owns the weights: keep it
+    wanted, (c, t) = _batch_input(network, onnx_path, input_name or (spec.input_name if spec else None))
+    has_fp16, has_qdq = _network_facts(trt, network)
+    check_precision_source(precision, major, has_fp16, has_qdq, onnx_path)
+
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
+    profile = builder.create_optimization_profile()
+    profile.set_shape(wanted, (min_batch, c, t), (opt_batch, c, t), (max_batch, c, t))
+    config.add_optimization_profile(profile)
+    pinned = _set_precision(trt, config, network, major, precision, keep_layernorm_fp32,
+                            getattr(spec, "frontend_nodes", ()))
+    if dla_core is not None:
+        config.default_device_type = trt.DeviceType.DLA
+        config.DLA_core = int(dla_core)
+        config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+    timing_cache = Path(timing_cache) if timing_cache is not None else None
+    cache = _load_timing_cache(config, timing_cache) if timing_cache is not None else None
+
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise WearspecError(f"{where(onnx_path)}: TensorRT {trt.__version__} failed to build the engine "
+                            f"(precision {precision}); the TensorRT log above says why")
+    meta = {
+        "format": ENGINE_FORMAT, "version": 1,
+        "tensorrt": trt.__version__, "gpu": env["gpu"], "compute_capability": env["compute_capability"],
+        "precision": precision, "strongly_typed": major >= 11, "fp32_layers": pinned,
+        "profile": {"input": wanted, "min": [min_batch, c, t], "opt": [opt_batch, c, t], "max": [max_batch, c, t]},
+        "workspace_mb": int(workspace_mb), "dla_core": dla_core,
+        "onnx": onnx_path.name, "onnx_sha256": sha256_file(onnx_path),
+        "bundle_sha256": (spec.model_file(precision)[1] if spec else None),
+        "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "build_time_s": round(time.perf_counter() - started, 3),
+        "timing_cache": str(timing_cache) if timing_cache is not None else None,
+    }
+    if spec is not None:
+        meta["input"] = {"name": spec.input_name, "shape": [-1, c, t], "channels": list(spec.channels),
+                         "rate": spec.rate, "window": spec.window, "hop": spec.hop}
+        meta["output"] = {"name": spec.output_name, "labels": list(spec.labels)}
+    _write_engine(engine_path, serialized, meta)
+    if cache is not None:
+        atomic_write(timing_cache, cache.serialize())
+    return meta
+
+
+def _parse_onnx(trt, builder, logger, onnx_path: Path, major: int) -> tuple[Any, Any]:
+    """(network, parser) of an ONNX file: strongly typed on TensorRT 11 (always on there), weakly on 10.x;
+    every parser error reported by node."""
     flags = 0
     strongly = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
     if major >= 11 and strongly is not None:  # always on in 11 (flag kept but ignored); 10.x stays weakly typed
@@ -167,10 +215,14 @@ def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, *
     if not parser.parse(onnx_path.read_bytes(), str(onnx_path)):
         raise WearspecError(format_parser_errors(
             [parser.get_error(i) for i in range(parser.num_errors)], onnx_path, trt.__version__))
+    return network, parser
 
+
+def _batch_input(network, onnx_path: Path, wanted: str | None) -> tuple[str, tuple[int, int]]:
+    """(name, (C, T)) of the network's windows input: ``wanted``, or its only input; shape [-1, C, T]."""
     inputs = [network.get_input(i) for i in range(network.num_inputs)]
-    names = [t.name for t in inputs]
-    wanted = input_name or (spec.input_name if spec else None) or (names[0] if len(names) == 1 else None)
+    names = [x.name for x in inputs]
+    wanted = wanted or (names[0] if len(names) == 1 else None)
     if wanted not in names:
         raise WearspecError(f"{where(onnx_path)}: expected one input{' named ' + repr(wanted) if wanted else ''}, "
                             f"the model has {names}")
@@ -178,16 +230,12 @@ def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, *
     if len(shape) != 3 or shape[0] != -1 or min(shape[1:]) < 1:
         raise WearspecError(f"{where(onnx_path)}: input {wanted!r} has shape {list(shape)}; expected [-1, C, T] "
                             "(dynamic batch, fixed channels and samples): export with a dynamic batch axis")
-    has_fp16, has_qdq = _network_facts(trt, network)
-    check_precision_source(precision, major, has_fp16, has_qdq, onnx_path)
+    return wanted, (shape[1], shape[2])
 
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
-    profile = builder.create_optimization_profile()
-    c, t = shape[1], shape[2]
-    profile.set_shape(wanted, (min_batch, c, t), (opt_batch, c, t), (max_batch, c, t))
-    config.add_optimization_profile(profile)
 
+def _set_precision(trt, config, network, major: int, precision: str, keep_layernorm_fp32: bool,
+                   frontend_nodes: Iterable[str]) -> list[str]:
+    """The precision flags of 10.x (11.x takes precision from the ONNX types) → the layers pinned to FP32."""
     pinned: list[str] = []
     if major < 11:
         if precision in ("fp16", "int8"):
@@ -195,44 +243,25 @@ def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, *
         if precision == "int8":
             config.set_flag(trt.BuilderFlag.INT8)   # scales come from the Q/DQ nodes (explicit quantization)
         if precision != "fp32" and keep_layernorm_fp32:
-            pinned = _pin_fp32(trt, network, getattr(spec, "frontend_nodes", ()))
+            pinned = _pin_fp32(trt, network, frontend_nodes)
             if pinned:
                 config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
     if precision == "fp32" and hasattr(trt.BuilderFlag, "TF32"):
         config.clear_flag(trt.BuilderFlag.TF32)  # plain FP32, comparable with ONNX Runtime (TF32 is on by default)
-    if dla_core is not None:
-        config.default_device_type = trt.DeviceType.DLA
-        config.DLA_core = int(dla_core)
-        config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+    return pinned
 
-    cache = None
-    if timing_cache is not None:
-        timing_cache = Path(timing_cache)
-        cache = config.create_timing_cache(timing_cache.read_bytes() if timing_cache.is_file() else b"")
-        if cache is None or not config.set_timing_cache(cache, False):  # another TensorRT/GPU's: start afresh
-            cache = config.create_timing_cache(b"")
-            config.set_timing_cache(cache, False)
 
-    serialized = builder.build_serialized_network(network, config)
-    if serialized is None:
-        raise WearspecError(f"{where(onnx_path)}: TensorRT {trt.__version__} failed to build the engine "
-                            f"(precision {precision}); the TensorRT log above says why")
-    build_s = time.perf_counter() - started
-    meta = {
-        "format": ENGINE_FORMAT, "version": 1,
-        "tensorrt": trt.__version__, "gpu": env["gpu"], "compute_capability": env["compute_capability"],
-        "precision": precision, "strongly_typed": major >= 11, "fp32_layers": pinned,
-        "profile": {"input": wanted, "min": [min_batch, c, t], "opt": [opt_batch, c, t], "max": [max_batch, c, t]},
-        "workspace_mb": int(workspace_mb), "dla_core": dla_core,
-        "onnx": onnx_path.name, "onnx_sha256": sha256_file(onnx_path),
-        "bundle_sha256": (spec.model_file(precision)[1] if spec else None),
-        "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "build_time_s": round(build_s, 3),
-        "timing_cache": str(timing_cache) if timing_cache is not None else None,
-    }
-    if spec is not None:
-        meta["input"] = {"name": spec.input_name, "shape": [-1, c, t], "channels": list(spec.channels),
-                         "rate": spec.rate, "window": spec.window, "hop": spec.hop}
-        meta["output"] = {"name": spec.output_name, "labels": list(spec.labels)}
+def _load_timing_cache(config, path: Path):
+    """The builder's timing cache, from ``path`` when it holds one this TensorRT and GPU accept, else empty."""
+    cache = config.create_timing_cache(path.read_bytes() if path.is_file() else b"")
+    if cache is None or not config.set_timing_cache(cache, False):  # another TensorRT/GPU's: start afresh
+        cache = config.create_timing_cache(b"")
+        config.set_timing_cache(cache, False)
+    return cache
+
+
+def _write_engine(engine_path: Path, serialized, meta: dict) -> None:
+    """The engine and its ``.json`` description, each atomically; no engine is left without its description."""
     engine_path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(engine_path, serialized)
     try:
@@ -240,9 +269,6 @@ def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, *
     except BaseException:
         engine_path.unlink(missing_ok=True)
         raise
-    if cache is not None:
-        atomic_write(timing_cache, cache.serialize())
-    return meta
 
 
 def build_engine_from_bundle(bundle_dir: str | os.PathLike, precision: str = "fp16",
