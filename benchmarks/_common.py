@@ -1,13 +1,15 @@
 """Pieces shared by the benchmarks that train on the synthetic default data (``ssl.py``, ``finetune.py``).
 
-* :func:`make_store` — ``prepare synthetic`` with extra unlabelled subjects (the pretraining pool);
+* :func:`make_store` — ``prepare synthetic`` with extra unlabelled subjects (the pretraining pool) and any
+  other ``prepare`` settings (the data shapes of ``ssl_matrix.py``);
 * :func:`subject_split` — the one fixed, seeded subject split of the labelled subjects (8 test, 4 validation,
   12 training; test and validation subjects are excluded from pretraining);
 * :class:`Timer` — wall-clock and process CPU seconds of a block;
 * :func:`add_data_args` / :func:`save_results` — the options every such benchmark takes (work folder, JSON
   output, data and split seeds) and the JSON it writes;
 * :func:`pretrain_config` / :func:`pretrain` — EsViT/DINO pretraining with ``configs/pretrain_{vit,swin}_tiny.yaml``
-  at a CPU budget, timed, reusable (``reuse``) when a finished run with the same config is there.
+  at a CPU budget, timed, reusable (``reuse``) when a finished run with the same config is there;
+  :func:`load_pretrain_config` / :func:`set_steps` — any recipe file, sized by a number of optimiser steps.
 
 Import it as ``benchmarks._common`` with the repository first on ``sys.path`` (a script in ``benchmarks/``
 must not leave that folder on the path: its ``ssl.py`` would shadow the standard library's ``ssl``).
@@ -23,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from wearspec.config import PrepareConfig, load_config, to_dict
-from wearspec.data.prepare import prepare
+from wearspec.config import load_config, to_dict
+from wearspec.data.prepare import PrepareConfig, prepare
 from wearspec.data.store import WindowStore
 from wearspec.ssl.pretrain import PretrainConfig, run_pretrain
 
@@ -35,8 +37,10 @@ N_TEST, N_VAL, N_INNER_VAL = 8, 4, 3
 
 
 # -- data and split ---------------------------------------------------------------------------------
-def make_store(folder: Path, unlabelled: int, seed: int) -> WindowStore:
-    cfg = PrepareConfig()
+def make_store(folder: Path, unlabelled: int, seed: int, overrides: list[str] | tuple = ()) -> WindowStore:
+    """The synthetic store in ``folder`` (made once; reused while its settings are the same): the default
+    data, or another shape by ``prepare`` ``overrides`` (``synthetic.*``, ``window.*``)."""
+    cfg = load_config(PrepareConfig, None, list(overrides))
     cfg.synthetic.unlabelled_subjects, cfg.synthetic.seed = unlabelled, seed
     store, _ = prepare("synthetic", None, folder, cfg, progress=False)  # reused when already there
     return store
@@ -88,14 +92,30 @@ class Timer:
 
 
 # -- pretraining --------------------------------------------------------------------------------------
-def pretrain_config(arch: str, store: Path, run_dir: Path, split: dict, budget_min: float,
-                    overrides: list[str]) -> PretrainConfig:
-    cfg = load_config(PretrainConfig, CONFIGS[arch], overrides)
-    cfg.store, cfg.output, cfg.exclude_subjects = str(store), str(run_dir), list(split["pretrain_excluded"])
-    cfg.optim.epochs = max(1, int(round(cfg.optim.epochs * budget_min / REFERENCE_BUDGET_MIN)))
-    cfg.optim.warmup_epochs = min(cfg.optim.warmup_epochs, cfg.optim.epochs)
+def load_pretrain_config(recipe: Path, store: Path, run_dir: Path, excluded: list[str],
+                         overrides: list[str]) -> PretrainConfig:
+    """``recipe`` (a pretraining YAML) with ``overrides``, on ``store`` without the ``excluded`` subjects, on the CPU."""
+    cfg = load_config(PretrainConfig, recipe, overrides)
+    cfg.store, cfg.output, cfg.exclude_subjects = str(store), str(run_dir), list(excluded)
     cfg.runtime.device = "cpu"
     return cfg
+
+
+def pretrain_config(arch: str, store: Path, run_dir: Path, split: dict, budget_min: float,
+                    overrides: list[str]) -> PretrainConfig:
+    cfg = load_pretrain_config(CONFIGS[arch], store, run_dir, split["pretrain_excluded"], overrides)
+    cfg.optim.epochs = max(1, int(round(cfg.optim.epochs * budget_min / REFERENCE_BUDGET_MIN)))
+    cfg.optim.warmup_epochs = min(cfg.optim.warmup_epochs, cfg.optim.epochs)
+    return cfg
+
+
+def set_steps(cfg: PretrainConfig, n_windows: int, steps: int) -> int:
+    """Set ``cfg.optim.epochs`` so that a run over ``n_windows`` takes about ``steps`` optimiser steps (whole
+    epochs of ``n_windows // batch_size`` steps, at least one; warm-up capped at the run). Returns the steps."""
+    per_epoch = max(1, n_windows // cfg.optim.batch_size)
+    cfg.optim.epochs = max(1, int(round(steps / per_epoch)))
+    cfg.optim.warmup_epochs = min(cfg.optim.warmup_epochs, cfg.optim.epochs)
+    return cfg.optim.epochs * per_epoch
 
 
 def pretrain(cfg: PretrainConfig, reuse: bool) -> dict:

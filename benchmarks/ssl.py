@@ -125,7 +125,10 @@ def windows_of(store: WindowStore, subjects: list[str], labelled: bool = True) -
 
 # -- (a), (b) probes ----------------------------------------------------------------------------------
 def probe_folds(split: dict) -> SplitConfig:
-    """The subject folds of the probes in tuning and ``--kfold`` mode (the supervised model's too in ``--kfold``)."""
+    """The subject folds of the probes in tuning and ``--kfold`` mode (the supervised model's too in ``--kfold``);
+    ``split["probe_split"]`` (SplitConfig settings, e.g. ``{"mode": "predefined"}``) replaces them."""
+    if split.get("probe_split"):
+        return SplitConfig(**split["probe_split"])
     return SplitConfig(mode="kfold", k=split["probe_kfold"], val_fraction=split.get("probe_val_fraction", 0.15), seed=0)
 
 
@@ -292,6 +295,24 @@ def verdict(results: dict) -> str:
     return "\n".join(lines)
 
 
+def supervised_hp(items: list[str]) -> dict:
+    """The supervised model's hyper-parameters: ``SUPERVISED`` and ``SUPERVISED_AUGMENT`` with ``KEY=VALUE``
+    overrides (``lr=``, ``epochs=``, ``augment.X=``; values parsed as YAML). Unknown keys raise ``KeyError``."""
+    import yaml
+
+    hp = dict(SUPERVISED, augment=dict(SUPERVISED_AUGMENT))
+    for item in items:
+        key, _, value = item.partition("=")
+        val = yaml.safe_load(value)
+        if key.startswith("augment."):
+            hp["augment"][key[len("augment."):]] = val
+        elif key in hp:
+            hp[key] = val
+        else:
+            raise KeyError(f"--set supervised:{key}: unknown setting (expected augment.X or one of {', '.join(hp)})")
+    return hp
+
+
 def parse_sets(items: list[str], archs: list[str]) -> dict[str, list[str]]:
     """``--set vit:optim.lr=1e-3`` (one backbone) or ``--set optim.lr=1e-3`` (all)."""
     out: dict[str, list[str]] = {a: [] for a in archs}
@@ -328,18 +349,10 @@ def main(argv: list[str] | None = None) -> dict:
     sets = parse_sets(args.set, archs)
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
 
-    hp = dict(SUPERVISED, augment=dict(SUPERVISED_AUGMENT))
-    for item in sets.get("supervised", []):
-        key, _, value = item.partition("=")
-        import yaml
-
-        val = yaml.safe_load(value)
-        if key.startswith("augment."):
-            hp["augment"][key[len("augment."):]] = val
-        elif key in hp:
-            hp[key] = val
-        else:
-            ap.error(f"--set supervised:{key}: unknown setting (expected augment.X or one of {', '.join(hp)})")
+    try:
+        hp = supervised_hp(sets.get("supervised", []))
+    except KeyError as e:
+        ap.error(e.args[0])
 
     with Timer() as t_data:
         store = make_store(args.out / "store", args.unlabelled, args.seed)
