@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from wearspec import __version__
 from wearspec.config import to_dict
+from wearspec.data.chunked import RecordingStream, cut_stream
 from wearspec.data.readers import get_reader
 from wearspec.data.readers.config import (AudioConfig, Capture24Config, DaphnetConfig, GenericConfig, Pamap2Config,
                                           SyntheticConfig, UciHarConfig)
@@ -100,6 +101,13 @@ def prepare(
         meta=meta,
     ) as writer:
         for item in tqdm(source.items, desc=f"prepare {reader}", unit="rec", disable=not show):
-            windows, starts, labels = cut_windows(item, spec, len(source.channels))
-            writer.add(windows, item.subject, item.recording, starts, labels, source=item.source, split=item.split)
+            if isinstance(item, RecordingStream):  # a long recording in chunks: bounded memory
+                if item.rename is not None:
+                    writer.rename_recording(*item.rename)
+                parts = cut_stream(item, spec, len(source.channels))
+            else:
+                parts = [cut_windows(item, spec, len(source.channels))]
+            for windows, starts, labels in parts:
+                writer.add(windows, item.subject, item.recording, starts, labels, source=item.source,
+                           split=item.split)
     return WindowStore(output), False

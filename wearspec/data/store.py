@@ -173,6 +173,13 @@ class StoreWriter:
                 self._shard_file = None
         self._n += n
 
+    def rename_recording(self, old: str, new: str) -> None:
+        """Rename a recording already written (its windows keep their code). Readers of long files name
+        a recording before they know it will be split at a gap; its first part then becomes ``name#0``."""
+        if old not in self._recordings or new in self._recordings:
+            raise WearspecError(f"{self.path}: cannot rename recording {old!r} to {new!r} (unknown, or taken)")
+        self._recordings = {(new if k == old else k): v for k, v in self._recordings.items()}
+
     def abort(self) -> None:
         """Discard everything written so far."""
         if self._shard_file is not None:

@@ -34,6 +34,10 @@ longer than ``generic.max_gap_s``: each continuous piece becomes one recording (
 split). Empty cells and ``NA``/``NaN``/``null`` become NaN for the NaN policy (``window.nan_policy``);
 other text in a channel is an error naming the file, line and column. The CSV delimiter (comma, tab
 or semicolon) is taken from the header line.
+
+Files larger than one 16 MiB chunk (Parquet: more than 2²⁰ rows) are read in parts
+(:mod:`~wearspec.data.readers.table_stream`) and windowed as they arrive, so memory does not grow
+with a recording's length; there the rows of one (subject, recording) must be contiguous.
 """
 
 from __future__ import annotations
@@ -43,10 +47,11 @@ from pathlib import Path
 import numpy as np
 
 from wearspec.data.readers import Source
+from wearspec.data.readers import chunks, table_stream
+from wearspec.data.readers.table_stream import column_values, stream_items
 from wearspec.data.readers.tables import (
     Table,
     check_file,
-    column_values,
     encode_labels,
     parquet_schema,
     parse_times,
@@ -320,10 +325,21 @@ def _open_tables(path: Path, cfg) -> Source:
 
     def items():
         for plan in plans:
-            yield from _table_items(plan, first_channels, names, cfg)
+            if _is_large(plan[0]):
+                yield from stream_items(plan[0], first_channels, names, cfg, table_stem(plan[0]))
+            else:
+                yield from _table_items(plan, first_channels, names, cfg)
 
     meta = {"layout": "table", "files": len(files)}
     return Source("generic", first_channels, names, items(), inputs=files, meta=meta)
+
+
+def _is_large(path: Path) -> bool:
+    """Read in parts (bounded memory): a CSV of more than one byte chunk, a Parquet file of more than one
+    batch of rows. Smaller files are read whole."""
+    if table_suffix(path) == ".parquet":
+        return parquet_schema(path)[1] > table_stream.PARQUET_ROWS
+    return path.stat().st_size > chunks.CHUNK_BYTES
 
 
 def _groups(table: Table, subjects, recordings):

@@ -118,6 +118,7 @@ class Table:
     n_rows: int
     lines: np.ndarray | None = None
     meta: dict = field(default_factory=dict)
+    first_row: int = 0  # Parquet: the file row of data row 0 (a batch of a file read in parts)
 
     @property
     def is_parquet(self) -> bool:
@@ -125,7 +126,7 @@ class Table:
 
     def position(self, i: int, column: str | None = None) -> str:
         """'line 12, column "ax"' (CSV) or 'row 12, column "ax"' (Parquet) for data row ``i``."""
-        pos = f"row {i + 1}" if self.lines is None else f"line {int(self.lines[i])}"
+        pos = f"row {self.first_row + i + 1}" if self.lines is None else f"line {int(self.lines[i])}"
         return f"{pos}, column {column!r}" if column is not None else pos
 
     def where(self, i: int, column: str | None = None) -> str:
@@ -134,7 +135,7 @@ class Table:
     def span(self, first: int, last: int) -> str:
         """'lines 2-501' / 'rows 1-500' for data rows ``first``..``last``."""
         if self.lines is None:
-            return f"rows {first + 1}-{last + 1}"
+            return f"rows {self.first_row + first + 1}-{self.first_row + last + 1}"
         return f"lines {int(self.lines[first])}-{int(self.lines[last])}"
 
     def cell(self, i: int, column: str) -> str:
@@ -291,34 +292,6 @@ def _line_numbers(text: str, delim: str) -> np.ndarray:
     return np.asarray(out, dtype=np.int64)
 
 
-def column_values(path: Path, column: str) -> np.ndarray:
-    """The distinct values (str) of one column of a CSV/Parquet file, for a cheap first pass.
-
-    A CSV without quote characters is split line by line (no full parse); anything unusual falls
-    back to :func:`read_csv`, which reports errors with their line.
-    """
-    if table_suffix(path) == ".parquet":
-        tab = read_parquet(path, [column])
-        tab.require([column])
-        return np.unique(tab.strings(column))
-    text = read_text(path)
-    first = text.split("\n", 1)[0]
-    delim = _sniff_delimiter(first)
-    header = [h.strip() for h in first.rstrip("\r").split(delim)]
-    if '"' not in text and column in header and header.count(column) == 1:
-        k, n = header.index(column), len(header)
-        with gc_paused():
-            try:
-                values = {line.rstrip("\r").split(delim, n)[k] for line in text.split("\n")[1:] if line.strip()}
-            except IndexError:  # a short row: let the full parser name its line
-                values = None
-        if values is not None:
-            return np.array(sorted(values), dtype=str) if values else np.zeros(0, dtype=str)
-    tab = read_csv(path)
-    tab.require([column])
-    return np.unique(tab.strings(column))
-
-
 def read_parquet(path: Path, columns: Sequence[str] | None = None) -> Table:
     """Read a Parquet file (optionally only ``columns``) with pyarrow."""
     check_file(path, "a Parquet file")
@@ -409,25 +382,31 @@ def _arrow_floats(col, table: Table, name: str) -> np.ndarray:
 
 
 def parse_times(table: Table, name: str, unit: str) -> np.ndarray:
-    """Time column → seconds (float64) relative to the first row. ``unit``: s, ms, us, ns, or
-    ``datetime`` for ISO-8601 text (e.g. ``2024-05-01T10:00:00.020``; a UTC offset is converted to
-    UTC). Parquet timestamp columns are read as such whatever the unit. Empty cells are errors."""
+    """Time column → seconds (float64) relative to the first row (see :func:`time_values`)."""
+    v = time_values(table, name, unit)
+    return relative_seconds(v, v[0], unit) if v.size else v.astype(np.float64)
+
+
+def time_values(table: Table, name: str, unit: str) -> np.ndarray:
+    """Time column as read: int64 ns (``datetime`` text, Parquet timestamps) or float64 in ``unit``.
+
+    ``unit``: s, ms, us, ns, or ``datetime`` for ISO-8601 text (e.g. ``2024-05-01T10:00:00.020``; a UTC
+    offset is converted to UTC). Parquet timestamp columns are read as such whatever the unit. Empty
+    cells are errors."""
     if unit not in TIME_UNITS and unit != "datetime":
         raise WearspecError(f"generic.time_unit: expected one of s, ms, us, ns, datetime; got {unit!r}")
-    col = table.cols[name]
     if table.is_parquet:
         import pyarrow as pa
         import pyarrow.compute as pc
 
+        col = table.cols[name]
         if pa.types.is_timestamp(col.type) or pa.types.is_date(col.type):
             if col.null_count:
                 i = int(np.flatnonzero(pc.is_null(col).to_numpy(zero_copy_only=False))[0])
                 raise WearspecError(f"{table.where(i, name)}: expected a timestamp, found an empty cell")
-            ns = pc.cast(pc.cast(col, pa.timestamp("ns")), pa.int64()).to_numpy()
-            return _relative_ns(ns)
+            return pc.cast(pc.cast(col, pa.timestamp("ns")), pa.int64()).to_numpy()
     if unit == "datetime":
-        text = table.strings(name)
-        return _relative_ns(_parse_datetimes(text, lambda i: table.where(i, name)))
+        return _parse_datetimes(table.strings(name), lambda i: table.where(i, name))
     try:
         t = table.floats(name)
     except WearspecError as e:
@@ -436,12 +415,14 @@ def parse_times(table: Table, name: str, unit: str) -> np.ndarray:
     if bad.any():
         i = int(np.argmax(bad))
         raise WearspecError(f"{table.where(i, name)}: expected a timestamp, found an empty or non-finite cell")
-    return (t - t[0]) * TIME_UNITS[unit] if t.size else t
+    return t
 
 
-def _relative_ns(ns: np.ndarray) -> np.ndarray:
-    ns = np.asarray(ns, dtype=np.int64)
-    return (ns - ns[0]).astype(np.float64) * 1e-9 if ns.size else ns.astype(np.float64)
+def relative_seconds(values: np.ndarray, origin, unit: str) -> np.ndarray:
+    """:func:`time_values` → seconds since ``origin`` (a value of the same column)."""
+    if values.dtype.kind in "iu":
+        return (np.asarray(values, np.int64) - np.int64(origin)).astype(np.float64) * 1e-9
+    return (values - origin) * TIME_UNITS[unit]
 
 
 def _parse_datetimes(text: np.ndarray, locate) -> np.ndarray:
