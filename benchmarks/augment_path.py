@@ -54,14 +54,15 @@ from wearspec.data.frontend import build_frontend  # noqa: E402
 from wearspec.data.prepare import prepare  # noqa: E402
 from wearspec.data.store import WindowStore  # noqa: E402
 from wearspec.evaluate.features import resolve_device  # noqa: E402
-from wearspec.models.backbones import BackboneConfig, attention_for_autocast, build_backbone  # noqa: E402
+from wearspec.models.backbones import BackboneConfig, build_backbone  # noqa: E402
 from wearspec.models.encoder import SpectrogramEncoder  # noqa: E402
 from wearspec.ssl.heads import DINOHead  # noqa: E402
 from wearspec.ssl.losses import DINOLoss  # noqa: E402
 from wearspec.ssl.model import SSLNet, ViewMaker  # noqa: E402
 from wearspec.ssl.multicrop import MultiCrop  # noqa: E402
 from wearspec.ssl.pretrain import PretrainConfig  # noqa: E402
-from wearspec.ssl.schedules import ema_update, param_groups  # noqa: E402
+from wearspec.training.runtime import attention_for_autocast  # noqa: E402
+from wearspec.training.schedules import ema_update, param_groups  # noqa: E402
 
 
 # -- the per-sample path ------------------------------------------------------------------------------

@@ -90,7 +90,7 @@ if not _IMPORTED_AS_SSL:  # as the stand-in for the standard library's ssl, defi
     from wearspec.models.backbones import BackboneConfig, build_backbone
     from wearspec.models.encoder import SpectrogramEncoder
     from wearspec.ssl.pretrain import PretrainConfig
-    from wearspec.ssl.schedules import cosine_schedule, param_groups
+    from wearspec.training.schedules import cosine_schedule, param_groups
 
 PROBE_CONFIG = ROOT / "configs" / "probe.yaml"
 PROBE_ARCH = {"vit": ["n_last=4"], "swin": ["n_last=2"]}  # ViT: CLS of the last 4 blocks; Swin: both stages

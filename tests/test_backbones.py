@@ -15,8 +15,9 @@ from wearspec.config import from_dict
 from wearspec.data.frontend import SpectrogramFrontend
 from wearspec.errors import WearspecError
 from wearspec.models import backbones as bb
-from wearspec.models.backbones import BackboneConfig, attention_for_autocast, build_backbone, cpu_autocast_warning
+from wearspec.models.backbones import BackboneConfig, build_backbone
 from wearspec.models.encoder import SpectrogramEncoder, encoder_from_checkpoint, encoder_meta
+from wearspec.training.runtime import attention_for_autocast
 
 # tiny overrides keep every test fast; the presets' own sizes are exercised in test_presets_*
 TINY = {
@@ -193,16 +194,6 @@ def test_attention_for_autocast_picks_the_explicit_path_only_on_cpu_autocast(arc
         assert attention_for_autocast(b, "cpu", torch.bfloat16) and flags() == {False}
         explicit = b(x).tokens.float()
     torch.testing.assert_close(explicit, fused, rtol=0.05, atol=0.05)  # the same attention, in bf16
-
-
-def test_cpu_autocast_warning_only_without_native_bf16(monkeypatch):
-    monkeypatch.setattr(bb.platform, "machine", lambda: "x86_64")
-    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
-        monkeypatch.setattr(torch.cpu, name, lambda: False, raising=False)
-    assert "no native bf16" in cpu_autocast_warning("cpu", torch.bfloat16)
-    assert cpu_autocast_warning("cpu", None) is None and cpu_autocast_warning("cuda", torch.bfloat16) is None
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
-    assert cpu_autocast_warning("cpu", torch.bfloat16) is None
 
 
 def test_swin_export_caches_no_traced_masks():

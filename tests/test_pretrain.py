@@ -84,7 +84,7 @@ def test_resume_is_bitwise_exact(store, tmp_path, monkeypatch):
     first = run_pretrain(_cfg(store, b, *common, "runtime.max_steps=7"))
     assert first["steps"] == 7 and not first["finished"]
     assert [p.name for p in list_checkpoints(b / "checkpoints")] == ["ckpt-00000007.pt"]
-    import wearspec.ssl.pretrain as pretrain_module
+    import wearspec.training.harness as harness_module  # resume (the checkpoint load) is the harness's
 
     mapped = []
 
@@ -92,7 +92,7 @@ def test_resume_is_bitwise_exact(store, tmp_path, monkeypatch):
         mapped.append(map_location)
         return load_checkpoint(path, map_location)
 
-    monkeypatch.setattr(pretrain_module, "load_checkpoint", spy)
+    monkeypatch.setattr(harness_module, "load_checkpoint", spy)
     run_pretrain(_cfg(store, b, *common))
     # loaded to the CPU on any device: RNG states must stay CPU byte tensors (load_state_dict moves the rest)
     assert mapped == ["cpu"]
@@ -156,7 +156,7 @@ def test_bad_inputs(store, tmp_path):
 
 
 def test_sinkhorn_targets_and_koleo_train_and_log(store, tmp_path):
-    from wearspec.ssl.schedules import teacher_temperature_schedule
+    from wearspec.training.schedules import teacher_temperature_schedule
 
     out = tmp_path / "sk"
     # a teacher-temperature warm-up longer than the run: cut at the run's end, as the first epoch of a longer run

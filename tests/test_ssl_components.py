@@ -20,8 +20,8 @@ from wearspec.ssl.heads import DINOHead, cancel_last_layer_gradients, last_layer
 from wearspec.ssl.losses import DINOLoss, RegionLoss, esvit_loss, koleo_loss, sinkhorn_knopp
 from wearspec.ssl.monitor import CollapseMonitor, collapse_stats
 from wearspec.ssl.multicrop import MultiCrop, MultiCropConfig
-from wearspec.ssl.schedules import (cosine_schedule, ema_update, lr_schedule, momentum_schedule, param_groups,
-                                    teacher_temperature_schedule, wd_schedule)
+from wearspec.training.schedules import (cosine_schedule, ema_update, lr_schedule, momentum_schedule,
+                                         param_groups, teacher_temperature_schedule, wd_schedule)
 
 K = 16
 

@@ -48,10 +48,11 @@ from wearspec.evaluate.plots import plot_confusion, plot_per_subject
 from wearspec.evaluate.probe import check_store_matches
 from wearspec.utils.io import jsonable
 from wearspec.finetune.losses import KINDS, DistillationLoss, class_weights
-from wearspec.finetune.trainer import LoopConfig, RuntimeConfig, Stage, check_same_run, evaluate_stage, train_stage
+from wearspec.finetune.trainer import LoopConfig, Stage, check_same_run, evaluate_stage, train_stage
 from wearspec.models.classifier import Classifier, classifier_meta, load_classifier, trained_subjects
 from wearspec.models.cnn import CNNConfig, build_teacher
 from wearspec.models.students import StudentConfig, build_student, init_from_pretrain
+from wearspec.training.runtime import RuntimeConfig
 from wearspec.utils import distributed as du
 from wearspec.utils.checkpoint import latest_checkpoint, load_checkpoint
 from wearspec.utils.io import atomic_path, write_json, write_text
@@ -128,7 +129,7 @@ class FinetuneConfig:
     student: StudentStageConfig = field(default_factory=StudentStageConfig)
     stages: list[str] = field(default_factory=lambda: list(STAGES))
     teacher_checkpoint: str = ""  # an existing teacher (best.pt) instead of the teacher stage
-    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    runtime: RuntimeConfig = field(default_factory=lambda: RuntimeConfig(keep_last=2))  # per stage
 
     def validate(self) -> None:
         if not self.stages or any(s not in STAGES for s in self.stages) or len(set(self.stages)) != len(self.stages):
@@ -151,6 +152,9 @@ class FinetuneConfig:
             raise WearspecError(f"student.init_checkpoint: only vit and swin students load pretrained backbones, "
                                 f"not {s.model.arch!r}")
         self.runtime.validate()
+        if self.runtime.knn_every:
+            raise WearspecError("runtime.knn_every: the online k-NN check is a pretraining setting; fine-tuning "
+                                "validates every epoch on the validation subjects (leave it at 0)")
 
 
 # -- components ------------------------------------------------------------------------------------
@@ -326,7 +330,6 @@ def _run(cfg: FinetuneConfig, dist: du.DistInfo) -> dict:
                             "(prepare it from a labelled dataset)")
     pre = _pretrain_source(cfg, store)
     given = _given_teacher(cfg, store)
-    C, K, names = store.n_channels, len(store.label_names), store.label_names
 
     # 2. subject-wise splits over the labelled windows; a given teacher must not have seen any test subject
     splits = make_splits(store, np.flatnonzero(store.labels >= 0), cfg.split)
@@ -337,67 +340,77 @@ def _run(cfg: FinetuneConfig, dist: du.DistInfo) -> dict:
     common = {"store": str(store.path), "split": to_dict(cfg.split), "label_fraction": cfg.label_fraction,
               "frontend": to_dict(cfg.frontend), "augment": to_dict(cfg.augment),
               "frontend_from": cfg.student.init_checkpoint or cfg.teacher_checkpoint or "fitted"}
-    teacher_cfg = to_dict(cfg.teacher) if "teacher" in cfg.stages else {"checkpoint": cfg.teacher_checkpoint}
-    student_cfg = {**common, "teacher": teacher_cfg, "student": to_dict(cfg.student)}
 
     # 3. per fold: front end, teacher, student
     folds = []
     for sp in splits:
-        fold = out / sp.name
-        train = label_subset(store.labels, sp.train, cfg.label_fraction, cfg.split.seed)
-        class_weights(store.labels[train], K, "none", names, where=f"the training subjects of split {sp.name}")
-        frontend = _fold_frontend(cfg, store, train, fold, pre, given, dist)
-        size = frontend.output_shape(C, store.window)[1:]
-        record: dict[str, Any] = {"name": sp.name, "windows": {"train": len(train), "val": len(sp.val),
-                                                              "test": len(sp.test)}}
+        record: dict[str, Any] = {"name": sp.name}
         folds.append(record)
-
-        def meta_of(kind, model_cfg, teacher_cnn=None):
-            return classifier_meta(kind, model_cfg, frontend.config(), C, size, K, names, store.channels,
-                                   store.rate, store.window, store.hop, teacher_cnn=teacher_cnn)
-
-        def loss_of(section, kind="none", alpha=0.5, tau=1.0):
-            w = class_weights(store.labels[train], K, section.class_weights, names, where=f"split {sp.name}")
-            return DistillationLoss(kind, alpha, tau, section.label_smoothing,
-                                    None if section.class_weights == "none" else w)
-
-        teacher = given[:2] if given is not None else None
-        if "teacher" in cfg.stages:
-            def build_teacher_stage():
-                model = Classifier(copy.deepcopy(frontend), build_teacher(cfg.teacher.cnn, C, K, size))
-                return model, meta_of("teacher", cfg.teacher.cnn), loss_of(cfg.teacher), None, {}
-
-            record["teacher"] = _stage("teacher", fold, cfg, store, sp, train, {**common, "teacher": to_dict(
-                cfg.teacher)}, build_teacher_stage, dist)
-            if not record["teacher"]["finished"]:
-                return _summary(out, folds, None, {"fold": sp.name, "stage": "teacher", **record["teacher"]})
-            teacher = load_classifier(fold / "teacher" / "best.pt")
-
-        if "student" in cfg.stages:
-            s = cfg.student
-
-            def build_student_stage():
-                t_model = teacher[0].model if teacher is not None else None
-                model = build_student(s.model, C, size, K, teacher=t_model if s.model.teacher_stem else None)
-                extra = {}
-                if pre is not None:
-                    extra["init"] = {"checkpoint": str(pre[0]), "which": s.init_which,
-                                     **init_from_pretrain(model, pre[0], which=s.init_which)}
-                    if dist.is_main:
-                        print(f"student: backbone from {pre[0]} ({extra['init']['loaded']} tensors)", file=sys.stderr)
-                stem_cnn = (from_dict(CNNConfig, teacher[1]["model"], prefix="teacher.") if s.model.teacher_stem
-                            else None)
-                loss = loss_of(s, s.distill.kind, s.distill.alpha, s.distill.tau)
-                return (Classifier(copy.deepcopy(frontend), model), meta_of("student", s.model, stem_cnn), loss,
-                        teacher[0] if teacher is not None and loss.needs_teacher else None, extra)
-
-            record["student"] = _stage("student", fold, cfg, store, sp, train, student_cfg, build_student_stage, dist)
-            if not record["student"]["finished"]:
-                return _summary(out, folds, None, {"fold": sp.name, "stage": "student", **record["student"]})
+        stopped = _fold(cfg, store, sp, common, pre, given, record, dist)
+        if stopped is not None:
+            return _summary(out, folds, None, stopped)
 
     # 4. pooled over folds: every test subject once
     report = _pool(out, cfg, store, splits, folds) if dist.is_main else None
     return _summary(out, folds, report, None)
+
+
+def _fold(cfg: FinetuneConfig, store: WindowStore, sp: Split, common: dict, pre, given, record: dict,
+          dist: du.DistInfo) -> dict | None:
+    """One fold's stages into ``record`` (teacher, then student); returns where an interrupted stage stopped
+    (``{"fold", "stage", **its training summary}``), None when the fold is finished."""
+    fold, C, K, names = Path(cfg.output) / sp.name, store.n_channels, len(store.label_names), store.label_names
+    train = label_subset(store.labels, sp.train, cfg.label_fraction, cfg.split.seed)
+    class_weights(store.labels[train], K, "none", names, where=f"the training subjects of split {sp.name}")
+    frontend = _fold_frontend(cfg, store, train, fold, pre, given, dist)
+    size = frontend.output_shape(C, store.window)[1:]
+    record["windows"] = {"train": len(train), "val": len(sp.val), "test": len(sp.test)}
+
+    def meta_of(kind, model_cfg, teacher_cnn=None):
+        return classifier_meta(kind, model_cfg, frontend.config(), C, size, K, names, store.channels,
+                               store.rate, store.window, store.hop, teacher_cnn=teacher_cnn)
+
+    def loss_of(section, kind="none", alpha=0.5, tau=1.0):
+        w = class_weights(store.labels[train], K, section.class_weights, names, where=f"split {sp.name}")
+        return DistillationLoss(kind, alpha, tau, section.label_smoothing,
+                                None if section.class_weights == "none" else w)
+
+    teacher = given[:2] if given is not None else None
+    if "teacher" in cfg.stages:
+        def build_teacher_stage():
+            model = Classifier(copy.deepcopy(frontend), build_teacher(cfg.teacher.cnn, C, K, size))
+            return model, meta_of("teacher", cfg.teacher.cnn), loss_of(cfg.teacher), None, {}
+
+        record["teacher"] = _stage("teacher", fold, cfg, store, sp, train, {**common, "teacher": to_dict(
+            cfg.teacher)}, build_teacher_stage, dist)
+        if not record["teacher"]["finished"]:
+            return {"fold": sp.name, "stage": "teacher", **record["teacher"]}
+        teacher = load_classifier(fold / "teacher" / "best.pt")
+
+    if "student" in cfg.stages:
+        s = cfg.student
+        teacher_cfg = to_dict(cfg.teacher) if "teacher" in cfg.stages else {"checkpoint": cfg.teacher_checkpoint}
+
+        def build_student_stage():
+            t_model = teacher[0].model if teacher is not None else None
+            model = build_student(s.model, C, size, K, teacher=t_model if s.model.teacher_stem else None)
+            extra = {}
+            if pre is not None:
+                extra["init"] = {"checkpoint": str(pre[0]), "which": s.init_which,
+                                 **init_from_pretrain(model, pre[0], which=s.init_which)}
+                if dist.is_main:
+                    print(f"student: backbone from {pre[0]} ({extra['init']['loaded']} tensors)", file=sys.stderr)
+            stem_cnn = from_dict(CNNConfig, teacher[1]["model"], prefix="teacher.") if s.model.teacher_stem else None
+            loss = loss_of(s, s.distill.kind, s.distill.alpha, s.distill.tau)
+            return (Classifier(copy.deepcopy(frontend), model), meta_of("student", s.model, stem_cnn), loss,
+                    teacher[0] if teacher is not None and loss.needs_teacher else None, extra)
+
+        record["student"] = _stage("student", fold, cfg, store, sp, train,
+                                   {**common, "teacher": teacher_cfg, "student": to_dict(cfg.student)},
+                                   build_student_stage, dist)
+        if not record["student"]["finished"]:
+            return {"fold": sp.name, "stage": "student", **record["student"]}
+    return None
 
 
 def _pool(out: Path, cfg: FinetuneConfig, store: WindowStore, splits: list[Split], folds: list[dict]) -> dict:

@@ -26,8 +26,6 @@ weights, bit for bit, as an uninterrupted one.
 from __future__ import annotations
 
 import math
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,31 +33,26 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+import yaml
 from torch import Tensor, nn
-from torch.nn.parallel import DistributedDataParallel as DDP
-from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from wearspec.config import saved_config_difference
-from wearspec.data.augment import AugmentConfig, CutMix, build_sensor_augment, build_spec_augment, make_generator
-from wearspec.data.dataset import ResumableSampler, WindowDataset
+from wearspec.data.augment import AugmentConfig, CutMix, build_sensor_augment, build_spec_augment
+from wearspec.data.splits import Split
 from wearspec.data.store import WindowStore
 from wearspec.errors import WearspecError
-from wearspec.data.splits import Split
 from wearspec.evaluate.metrics import accuracy, classification_report, macro_f1
 from wearspec.evaluate.plots import plot_confusion, plot_training_curves
-from wearspec.utils.io import jsonable
 from wearspec.finetune.losses import WEIGHT_MODES, DistillationLoss
-from wearspec.models.backbones import attention_for_autocast, cpu_autocast_warning
 from wearspec.models.classifier import Classifier, save_classifier
 from wearspec.models.students import StudentOutput
-from wearspec.ssl.schedules import cosine_schedule, param_groups
+from wearspec.training.harness import LoopSpec, StepHooks, Trainer
+from wearspec.training.runtime import RuntimeConfig, wrap
+from wearspec.training.schedules import cosine_schedule, param_groups
 from wearspec.utils import distributed as du
-from wearspec.utils.checkpoint import (agreed_latest_checkpoint, check_same_store, data_record, load_checkpoint,
-                                       load_scaler_state, save_run_checkpoint)
-from wearspec.utils.io import atomic_path, write_json, write_text
+from wearspec.utils.checkpoint import load_checkpoint
+from wearspec.utils.io import atomic_path, jsonable, write_json
 from wearspec.utils.logging import RunLogger, read_metrics
-from wearspec.utils.seed import restore_rank_rng
 
 
 @dataclass
@@ -88,28 +81,6 @@ class LoopConfig:
             raise WearspecError(f"label_smoothing: expected a number in [0, 1), got {self.label_smoothing}")
         if self.class_weights not in WEIGHT_MODES:
             raise WearspecError(f"class_weights: expected balanced or none, got {self.class_weights!r}")
-
-
-@dataclass
-class RuntimeConfig:
-    """How a run executes; may change between a run and its resume (unlike the experiment settings)."""
-
-    device: str = "auto"  # auto | cpu | cuda[:N]
-    amp: str = "none"  # none | bf16 | fp16 (GPU)
-    compile: bool = False  # torch.compile the model
-    num_workers: int = 0  # DataLoader workers
-    seed: int = 0
-    log_every: int = 1  # steps between metrics.jsonl lines
-    ckpt_every: int = 200  # steps; a checkpoint is also written at every epoch end
-    keep_last: int = 2
-    max_steps: int = 0  # stop a stage (with a checkpoint) after this many of its steps; 0 = run to the end
-    logger: str = "console"  # console | wandb (offline unless WANDB_MODE says otherwise)
-
-    def validate(self) -> None:
-        if self.amp not in ("none", "bf16", "fp16"):
-            raise WearspecError(f"runtime.amp: expected none, bf16 or fp16, got {self.amp!r}")
-        if self.ckpt_every < 1 or self.log_every < 1 or self.max_steps < 0 or self.num_workers < 0:
-            raise WearspecError("runtime.ckpt_every and log_every: expected ≥ 1; max_steps, num_workers ≥ 0")
 
 
 @dataclass
@@ -209,30 +180,15 @@ def evaluate_stage(out: Path, name: str, classifier: Classifier, store: WindowSt
 
 def train_stage(st: Stage, dist: du.DistInfo) -> dict[str, Any]:
     """Train (or resume) one stage; see the module docstring. Returns ``{"finished", "step", "total_steps",
-    "epochs_run", "best_epoch", "best_val_macro_f1", "stopped_early", "resumed_from"}``. A finished stage
+    "epochs_run", "best_epoch", "best_val_macro_f1", "stopped_early", "resumed_from", "amp"}``. A finished stage
     leaves ``st.classifier`` holding the weights of ``best.pt``, in eval mode."""
     lp, rt, dev, out = st.loop, st.runtime, dist.device, Path(st.out)
-    ckpt_dir = out / "checkpoints"
     model = st.classifier.to(dev)
     net, student = model.model, model.kind == "student"
     if st.freeze_backbone_epochs and not student:
         raise WearspecError(f"{st.name}: freeze_backbone_epochs needs a student model")
-    if rt.amp == "fp16" and dev.type != "cuda":
-        raise WearspecError(f"runtime.amp=fp16 needs a CUDA device (got {dev}); use bf16 or none")
-    num_classes = int(st.meta["num_classes"])
-
-    # -- data --------------------------------------------------------------------------------------
-    ds = WindowDataset(st.store, st.train_idx)
-    sampler = ResumableSampler(len(ds), rank=dist.rank, world_size=dist.world_size, seed=rt.seed, drop_last=True)
-    steps_per_epoch = sampler.num_samples // lp.batch_size
-    if steps_per_epoch < 1:
-        raise WearspecError(f"{st.name}: {len(ds)} training windows give no full batch of {lp.batch_size} per rank "
-                            f"on {dist.world_size} rank(s); lower {st.name}.batch_size")
-    total = lp.epochs * steps_per_epoch
-    sensor_aug = build_sensor_augment(st.augment, channels=st.store.channels)
-    spec_aug = build_spec_augment(st.augment)
-    mixes = any(isinstance(t, CutMix) for t in spec_aug.transforms)
-    gen = make_generator(rt.seed * 1000 + dist.rank, dev)
+    tr = Trainer(LoopSpec(st.name, st.name, out, rt, dist, st.store, st.train_idx, lp.batch_size, lp.epochs,
+                          lp.clip_grad, what="training windows"))
 
     # -- optimiser: groups over every trainable parameter (the frozen teacher stem is left out) -------
     if student:
@@ -240,156 +196,29 @@ def train_stage(st: Stage, dist: du.DistInfo) -> dict[str, Any]:
     decay = st.layer_decay < 1.0
     groups = param_groups(net, lp.weight_decay, layer_decay=st.layer_decay if decay else None,
                           layer_id_fn=net.layer_id if decay else None)
-    optimizer = torch.optim.AdamW(groups)
-    scaler = torch.amp.GradScaler("cuda", enabled=rt.amp == "fp16")
-    lr_s = cosine_schedule(lp.lr, lp.min_lr, total, min(total, lp.warmup_epochs * steps_per_epoch))
+    total, spe = tr.total, tr.steps_per_epoch
+    tr.set_optimizer(torch.optim.AdamW(groups), cosine_schedule(lp.lr, lp.min_lr, total, min(total, lp.warmup_epochs * spe)),
+                     np.full(total, float(lp.weight_decay)))
     loss_fn = st.loss.to(dev)
     teacher = st.teacher.to(dev).eval().requires_grad_(False) if st.teacher is not None else None
     if loss_fn.needs_teacher and teacher is None:
         raise WearspecError(f"{st.name}: distillation kind {loss_fn.kind!r} needs a teacher")
 
     # -- resume or start -------------------------------------------------------------------------
-    step, early = 0, {"best_score": -math.inf, "best_epoch": -1, "bad_epochs": 0, "stopped": False}
-    check_same_run(out, st.config)  # on every rank, so that all of them stop
-    newest = agreed_latest_checkpoint(ckpt_dir, st.store)
-    if newest is not None:
-        state = load_checkpoint(newest, map_location="cpu")
-        check_same_store(state, st.store, newest)
+    early = {"best_score": -math.inf, "best_epoch": -1, "bad_epochs": 0, "stopped": False}
+    state = tr.resume(lambda: check_same_run(out, st.config))
+    if state is not None:
         model.load_state_dict(state["state_dict"])
-        optimizer.load_state_dict(state["optimizer"])
-        load_scaler_state(scaler, state["scaler"])
-        sampler.load_state_dict(state["sampler"])
-        restore_rank_rng(state["rng"], dist.rank, dist.world_size, gen, newest)
-        step, early = int(state["step"]), dict(state["early_stopping"])
-    log = RunLogger(out, is_main=dist.is_main, backend=rt.logger, config=st.config,
-                    resume_step=step if newest else 0)
-    if dist.is_main:
-        import yaml
-
-        write_text(out / "config.yaml", yaml.safe_dump(st.config, sort_keys=False))
-        for stale in ckpt_dir.glob(".ckpt-*.tmp-*"):
-            stale.unlink(missing_ok=True)
-        log.info(f"{st.name}: {len(ds)} training windows, {len(st.val_idx)} validation windows, "
-                 f"{dist.world_size} rank(s) × batch {lp.batch_size}, {steps_per_epoch} steps/epoch, up to "
-                 f"{total} steps" + (f"; resumed from {newest.name} (step {step})" if newest else "")
-                 + ("; no validation subjects: no early stopping, best.pt is the last epoch" if not len(st.val_idx)
-                    else ""))
-        if newest:
-            log.log(step, event="resumed", checkpoint=newest.name)
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(rt.amp)
-    attention_for_autocast(model, dev.type, amp_dtype)
-    if dist.is_main and (warning := cpu_autocast_warning(dev.type, amp_dtype)):
-        log.info(f"warning: {warning}")
-    heads = _Heads(model)
-    phase: dict[str, Any] = {"frozen": None, "fwd": heads}
-
-    def set_phase(epoch: int) -> None:
-        """Freeze the backbone during the first ``freeze_backbone_epochs``; (re)wrap for DDP / compile, since
-        DDP registers the trainable parameters when it is built."""
-        frozen = epoch < st.freeze_backbone_epochs
-        if frozen == phase["frozen"]:
-            return
-        if student:
-            net.set_backbone_trainable(not frozen)
-        fwd = DDP(heads) if dist.distributed else heads
-        phase.update(frozen=frozen, fwd=torch.compile(fwd) if rt.compile else fwd)
-
-    def save(at: int) -> None:
-        save_run_checkpoint(lambda: {
-            "stage": "finetune", "part": st.name, "step": at, "epoch": at // steps_per_epoch,
-            "config": st.config, "classifier": st.meta, "state_dict": model.state_dict(),
-            "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "sampler": sampler.state_dict(),
-            "early_stopping": dict(early), "data": data_record(st.store, len(ds)),
-        }, ckpt_dir, at, rt.keep_last, model, gen, log)
-
-    names = st.store.subject_names
-    trained_on = {part: sorted({names[c] for c in np.unique(st.store.subjects[idx])})
-                  for part, idx in (("train", st.train_idx), ("val", st.val_idx))}
-
-    def end_epoch(epoch: int, at: int) -> None:
-        """Validation, best.pt (with the subjects it was trained and validated on), early stopping (identical
-        decisions on every rank)."""
-        val = _validate(model, st.store, st.val_idx, max(lp.batch_size, 256), dist, amp_dtype)
-        score = val["val_macro_f1"] if val is not None else None
-        improved = score is None or score > early["best_score"]
-        if improved:
-            early.update(best_score=score if score is not None else -math.inf, best_epoch=epoch, bad_epochs=0)
-            if dist.is_main:
-                save_classifier(out / "best.pt", model, st.meta, {"part": st.name, "epoch": epoch, "step": at,
-                                                                  "val_macro_f1": score, "subjects": trained_on})
-        else:
-            early["bad_epochs"] += 1
-            early["stopped"] = bool(lp.patience) and early["bad_epochs"] >= lp.patience
-        if dist.is_main:
-            best = early["best_score"]
-            log.log(at, epoch=epoch, **(val or {}), best_epoch=early["best_epoch"],
-                    best_val_macro_f1=best if math.isfinite(best) else None, early_stop=early["stopped"])
-            if early["stopped"]:
-                log.info(f"{st.name}: early stop after epoch {epoch}: no better validation macro-F1 for "
-                         f"{lp.patience} epochs (best {early['best_score']:.4f} at epoch {early['best_epoch']})")
-        du.barrier()
+        early.update(state["early_stopping"])
+    no_val = "; no validation subjects: no early stopping, best.pt is the last epoch" if not len(st.val_idx) else ""
+    log = tr.start(st.config, yaml.safe_dump(st.config, sort_keys=False),
+                   f"{st.name}: {len(tr.dataset)} training windows, {len(st.val_idx)} validation windows, "
+                   f"{dist.world_size} rank(s) × batch {lp.batch_size}, {spe} steps/epoch, up to {total} steps"
+                   + no_val, [model])
 
     # -- the loop ----------------------------------------------------------------------------------
-    stop_at = min(total, rt.max_steps) if rt.max_steps else total
-    bar = tqdm(total=stop_at, initial=min(step, stop_at), desc=st.name, unit="step",
-               disable=not (dist.is_main and sys.stderr.isatty()))
-    t0, seen = time.perf_counter(), 0
     model.train()
-    while step < stop_at and not early["stopped"]:
-        epoch = step // steps_per_epoch
-        sampler.set_epoch(epoch)
-        set_phase(epoch)
-        # a private generator: creating the iterator must not draw from the global RNG (exact resume)
-        loader = DataLoader(ds, batch_size=lp.batch_size, sampler=sampler, drop_last=True,
-                            num_workers=rt.num_workers, pin_memory=dev.type == "cuda",
-                            generator=torch.Generator().manual_seed(rt.seed + epoch))
-        for batch in loader:
-            for g in optimizer.param_groups:
-                g["lr"] = float(lr_s[step]) * float(g.get("lr_scale", 1.0))  # Python floats: state loads safely
-                g["weight_decay"] = float(lp.weight_decay) if g.get("apply_wd", True) else 0.0
-            x, y = batch["x"].to(dev, non_blocking=True), batch["label"].to(dev, non_blocking=True)
-            with torch.no_grad():
-                spec = model.frontend(sensor_aug(x, gen))
-                if mixes:
-                    spec, target = spec_aug.forward_with_labels(spec, F.one_hot(y, num_classes).float(), gen)
-                else:
-                    spec, target = spec_aug(spec, gen), y
-            with torch.autocast(dev.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
-                cls, dist_logits = phase["fwd"](spec)
-                t_logits = None
-                if loss_fn.needs_teacher:
-                    with torch.no_grad():
-                        t_logits = teacher.logits_from_spec(spec)
-                loss = loss_fn(StudentOutput(cls, dist_logits), target, t_logits)
-            bad = du.all_reduce_max(torch.tensor([0.0 if torch.isfinite(loss) else 1.0], device=dev))
-            if bad.item() > 0:
-                raise WearspecError(f"{st.name}: non-finite loss at step {step} (epoch {epoch}); nothing was saved "
-                                    f"for this step and the newest checkpoint in {ckpt_dir} is intact. Lower "
-                                    f"{st.name}.lr, raise {st.name}.warmup_epochs or use runtime.amp=none")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            trainable = [p for p in net.parameters() if p.grad is not None]
-            grad_norm = (torch.nn.utils.clip_grad_norm_(trainable, lp.clip_grad) if lp.clip_grad > 0 and trainable
-                         else torch.tensor(0.0))
-            scaler.step(optimizer)
-            scaler.update()
-            step += 1
-            sampler.advance(lp.batch_size)
-            seen += lp.batch_size * dist.world_size
-            bar.update(1)
-            if dist.is_main and (step % rt.log_every == 0 or step == stop_at):
-                log.log(step, epoch=epoch, loss=loss.item(), lr=float(lr_s[step - 1]), grad_norm=float(grad_norm),
-                        backbone_frozen=bool(phase["frozen"]),
-                        windows_per_s=round(seen / (time.perf_counter() - t0), 1))
-            end_of_epoch = step % steps_per_epoch == 0
-            if end_of_epoch:
-                end_epoch(epoch, step)
-            if step % rt.ckpt_every == 0 or end_of_epoch or step == stop_at:
-                save(step)
-            if end_of_epoch or step >= stop_at:
-                break
-    bar.close()
+    step = tr.fit(_stage_hooks(st, tr, model, teacher, early, log))
 
     # -- finish: the best weights stay in the classifier ------------------------------------------------
     finished = bool(early["stopped"]) or step >= total
@@ -399,6 +228,83 @@ def train_stage(st: Stage, dist: du.DistInfo) -> dict[str, Any]:
         model.eval()
     log.close()
     best = early["best_score"]
-    return {"finished": finished, "step": step, "total_steps": total, "epochs_run": -(-step // steps_per_epoch),
+    return {"finished": finished, "step": step, "total_steps": total, "epochs_run": -(-step // spe),
             "best_epoch": int(early["best_epoch"]), "best_val_macro_f1": None if best == -math.inf else float(best),
-            "stopped_early": bool(early["stopped"]), "resumed_from": newest.name if newest else None}
+            "stopped_early": bool(early["stopped"]),
+            "resumed_from": tr.resumed_from.name if tr.resumed_from else None, "amp": tr.amp}
+
+
+def _stage_hooks(st: Stage, tr: Trainer, model: Classifier, teacher: Classifier | None, early: dict,
+                 log: RunLogger) -> StepHooks:
+    """A stage's part of a step: sensor augmentations → front end → spectrogram augmentations (cut-mix also mixes
+    the one-hot labels) → heads (and the frozen teacher on the same spectrograms) → distillation loss; the
+    backbone frozen for the first epochs; validation, best.pt and early stopping at each epoch's end."""
+    net, dev, gen = model.model, tr.device, tr.generator
+    sensor_aug, spec_aug = build_sensor_augment(st.augment, channels=st.store.channels), build_spec_augment(st.augment)
+    mixes, num_classes = any(isinstance(t, CutMix) for t in spec_aug.transforms), int(st.meta["num_classes"])
+    heads = _Heads(model)
+    phase: dict[str, Any] = {"frozen": None, "fwd": heads}
+
+    def set_phase(epoch: int) -> None:
+        """Freeze the backbone during the first ``freeze_backbone_epochs``; (re)wrap for DDP / compile, since
+        DDP registers the trainable parameters when it is built."""
+        frozen = epoch < st.freeze_backbone_epochs
+        if frozen == phase["frozen"]:
+            return
+        if model.kind == "student":
+            net.set_backbone_trainable(not frozen)
+        phase.update(frozen=frozen, fwd=wrap(heads, tr.spec.dist.distributed, st.runtime.compile))
+
+    def inputs(batch: dict) -> tuple[Tensor, Tensor]:
+        x, y = batch["x"].to(dev, non_blocking=True), batch["label"].to(dev, non_blocking=True)
+        with torch.no_grad():
+            spec = model.frontend(sensor_aug(x, gen))
+            if mixes:
+                return spec_aug.forward_with_labels(spec, F.one_hot(y, num_classes).float(), gen)
+            return spec_aug(spec, gen), y
+
+    def loss(batch: tuple[Tensor, Tensor], step: int, epoch: int) -> tuple[Tensor, None]:
+        spec, target = batch
+        cls, dist_logits = phase["fwd"](spec)
+        t_logits = None
+        if st.loss.needs_teacher:
+            with torch.no_grad():
+                t_logits = teacher.logits_from_spec(spec)
+        return st.loss(StudentOutput(cls, dist_logits), target, t_logits), None
+
+    def state(at: int) -> dict:
+        return {"stage": "finetune", "part": st.name, "config": st.config, "classifier": st.meta,
+                "state_dict": model.state_dict(), "early_stopping": dict(early)}
+
+    return StepHooks(inputs=inputs, loss=loss, clipped=net.parameters, state=state, replicas=model,
+                     metrics=lambda i, aux: {"backbone_frozen": bool(phase["frozen"])}, epoch_start=set_phase,
+                     epoch_end=lambda epoch, at: _end_epoch(st, tr, model, early, log, epoch, at),
+                     stopped=lambda: bool(early["stopped"]))
+
+
+def _end_epoch(st: Stage, tr: Trainer, model: Classifier, early: dict, log: RunLogger, epoch: int, at: int) -> None:
+    """Validation, best.pt (with the subjects it was trained and validated on), early stopping (identical
+    decisions on every rank)."""
+    lp, dist = st.loop, tr.spec.dist
+    val = _validate(model, st.store, st.val_idx, max(lp.batch_size, 256), dist, tr.amp_dtype)
+    score = val["val_macro_f1"] if val is not None else None
+    improved = score is None or score > early["best_score"]
+    if improved:
+        early.update(best_score=score if score is not None else -math.inf, best_epoch=epoch, bad_epochs=0)
+        if dist.is_main:
+            names = st.store.subject_names
+            trained_on = {part: sorted({names[c] for c in np.unique(st.store.subjects[idx])})
+                          for part, idx in (("train", st.train_idx), ("val", st.val_idx))}
+            save_classifier(Path(st.out) / "best.pt", model, st.meta, {"part": st.name, "epoch": epoch, "step": at,
+                                                                       "val_macro_f1": score, "subjects": trained_on})
+    else:
+        early["bad_epochs"] += 1
+        early["stopped"] = bool(lp.patience) and early["bad_epochs"] >= lp.patience
+    if dist.is_main:
+        best = early["best_score"]
+        log.log(at, epoch=epoch, **(val or {}), best_epoch=early["best_epoch"],
+                best_val_macro_f1=best if math.isfinite(best) else None, early_stop=early["stopped"])
+        if early["stopped"]:
+            log.info(f"{st.name}: early stop after epoch {epoch}: no better validation macro-F1 for "
+                     f"{lp.patience} epochs (best {early['best_score']:.4f} at epoch {early['best_epoch']})")
+    du.barrier()

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import functools
 import math
-import platform
 import re
 from dataclasses import dataclass, field
 
@@ -373,28 +372,3 @@ def set_fused_attn(module: nn.Module, enabled: bool) -> None:
         if hasattr(m, "fused_attn"):
             m.fused_attn = bool(enabled)
 
-
-def attention_for_autocast(module: nn.Module, device_type: str, amp_dtype: torch.dtype | None) -> bool:
-    """Pick the attention path that is fast for training under this autocast; returns whether the explicit
-    path was chosen.
-
-    On a CPU under bf16/fp16 autocast, PyTorch's fused CPU attention runs its backward ~10× slower than in
-    float32 (``_scaled_dot_product_flash_attention_for_cpu_backward``; 35 ms vs 3 ms a call for the tiny
-    ViT), which cancels the gain of the bf16 matmuls, while the explicit path's matmuls get it: a training
-    step is then ~1.6× faster than in float32 (``benchmarks/pretrain_throughput.py --device cpu``). Anywhere
-    else (CUDA, or no autocast) SDPA stays. The two paths compute the same attention."""
-    explicit = device_type == "cpu" and amp_dtype is not None
-    if explicit:
-        set_fused_attn(module, False)
-    return explicit
-
-
-def cpu_autocast_warning(device_type: str, amp_dtype: torch.dtype | None) -> str | None:
-    """A one-line warning when bf16 autocast runs on an x86 CPU without native bf16 (AVX512-BF16 or AMX):
-    there the bf16 matmuls are emulated and a step is usually no faster than in float32. ``None`` otherwise."""
-    if device_type != "cpu" or amp_dtype is None or platform.machine().lower() not in ("x86_64", "amd64"):
-        return None
-    native = any(getattr(torch.cpu, f, lambda: False)() for f in ("_is_avx512_bf16_supported",
-                                                                 "_is_amx_tile_supported"))
-    return None if native else ("runtime.amp=bf16: this CPU has no native bf16 (AVX512-BF16 or AMX); training is "
-                                "likely no faster than with runtime.amp=none")

@@ -390,8 +390,7 @@ def build_student(cfg: StudentConfig, in_chans: int, input_size: tuple[int, int]
 
 
 # ---- initialisation from a pretraining checkpoint ------------------------------------------------------
-def init_from_pretrain(student: Student, checkpoint: str | os.PathLike | dict[str, Any],
-                       which: str = "teacher") -> dict[str, Any]:
+def init_from_pretrain(student: Student, checkpoint: str | os.PathLike | dict, which: str = "teacher") -> dict:
     """Load a ``wearspec pretrain`` checkpoint's backbone (``which``: ``"teacher"`` EMA or ``"student"``)
     into a ViT or Swin student's ``backbone``; heads stay as initialised. ``checkpoint``: a file (or run
     folder) or the loaded checkpoint dict.
@@ -418,29 +417,7 @@ def init_from_pretrain(student: Student, checkpoint: str | os.PathLike | dict[st
     if student.arch not in ("vit", "swin"):
         raise WearspecError(f"{name}: only vit and swin students load pretrained backbones, not {student.arch!r}")
     ckpt = load_checkpoint(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else checkpoint
-    meta = ckpt.get("encoder") if isinstance(ckpt, dict) else None
-    if not isinstance(meta, dict):
-        raise WearspecError(f"{name}: no 'encoder' block (the model description) in this checkpoint")
-    state = ckpt.get(which)
-    if not isinstance(state, dict):
-        raise WearspecError(f"{name}: no '{which}' weights in this checkpoint (stage {ckpt.get('stage')!r})")
-    try:
-        bcfg = from_dict(BackboneConfig, meta["backbone"], prefix="backbone.")
-        rp, ck_chans, ck_size = bcfg.resolved(), int(meta["in_chans"]), [int(s) for s in meta["input_size"]]
-    except (WearspecError, KeyError, TypeError, ValueError) as e:
-        raise WearspecError(f"{name}: 'encoder' block describes no backbone ({type(e).__name__}: {e})") from None
-    if rp["arch"] != student.arch:
-        raise WearspecError(f"{name}: the checkpoint holds a {rp['arch']} backbone ({bcfg.name!r}); the student "
-                            f"is a {student.arch} ({student.cfg.backbone.name!r})")
-    if ck_chans != student.in_chans:
-        raise WearspecError(f"{name}: the checkpoint was pretrained on {ck_chans} input channels "
-                            f"(encoder.in_chans); the student takes {student.in_chans}")
-    own_dim = student.backbone.embed_dim if student.arch == "vit" else student.backbone.stage_dims[0]
-    if rp["embed_dim"] != own_dim:
-        raise WearspecError(f"{name}: embed_dim {rp['embed_dim']} in the checkpoint, {own_dim} in the student")
-    src = {k[len("backbone."):]: v for k, v in state.items() if isinstance(k, str) and k.startswith("backbone.")}
-    if not src:
-        raise WearspecError(f"{name}: no backbone.* weights under '{which}'")
+    src, ck_size, rp = _pretrained_backbone(student, ckpt, name, which)
     own = student.backbone.state_dict()
     info: dict[str, Any] = {"loaded": 0, "skipped": [], "new": [], "from_cls": [], "resampled": []}
     new_state = dict(own)
@@ -476,6 +453,33 @@ def init_from_pretrain(student: Student, checkpoint: str | os.PathLike | dict[st
             raise fail(f"missing key 'backbone.{k}'")
     student.backbone.load_state_dict(new_state)
     return info
+
+
+def _pretrained_backbone(student: Student, ckpt: Any, name: str, which: str) -> tuple[dict, list[int], dict]:
+    """A pretrain checkpoint's ``which`` backbone checked against the student: (weights, input size, settings)."""
+    meta, state = (ckpt.get("encoder"), ckpt.get(which)) if isinstance(ckpt, dict) else (None, None)
+    if not isinstance(meta, dict):
+        raise WearspecError(f"{name}: no 'encoder' block (the model description) in this checkpoint")
+    if not isinstance(state, dict):
+        raise WearspecError(f"{name}: no '{which}' weights in this checkpoint (stage {ckpt.get('stage')!r})")
+    try:
+        bcfg = from_dict(BackboneConfig, meta["backbone"], prefix="backbone.")
+        rp, ck_chans, ck_size = bcfg.resolved(), int(meta["in_chans"]), [int(s) for s in meta["input_size"]]
+    except (WearspecError, KeyError, TypeError, ValueError) as e:
+        raise WearspecError(f"{name}: 'encoder' block describes no backbone ({type(e).__name__}: {e})") from None
+    if rp["arch"] != student.arch:
+        raise WearspecError(f"{name}: the checkpoint holds a {rp['arch']} backbone ({bcfg.name!r}); the student "
+                            f"is a {student.arch} ({student.cfg.backbone.name!r})")
+    if ck_chans != student.in_chans:
+        raise WearspecError(f"{name}: the checkpoint was pretrained on {ck_chans} input channels "
+                            f"(encoder.in_chans); the student takes {student.in_chans}")
+    own_dim = student.backbone.embed_dim if student.arch == "vit" else student.backbone.stage_dims[0]
+    if rp["embed_dim"] != own_dim:
+        raise WearspecError(f"{name}: embed_dim {rp['embed_dim']} in the checkpoint, {own_dim} in the student")
+    src = {k[len("backbone."):]: v for k, v in state.items() if isinstance(k, str) and k.startswith("backbone.")}
+    if not src:
+        raise WearspecError(f"{name}: no backbone.* weights under '{which}'")
+    return src, ck_size, rp
 
 
 def _student_pos_embed(pos: Tensor, ck_size: list[int], ck_patch, backbone: ViTStudentBackbone, info: dict,

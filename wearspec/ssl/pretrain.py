@@ -1,8 +1,9 @@
 """``wearspec pretrain``: EsViT/DINO self-supervised pretraining on a window store.
 
 Run alone (``wearspec pretrain store=… output=…``) or under ``torchrun`` (one process per GPU or
-CPU rank; gloo on CPU, nccl on GPU; multi-node through the rendezvous). Read it top to bottom:
-config → data → networks → optimiser and schedules → resume → loop → checkpoint/export.
+CPU rank; gloo on CPU, nccl on GPU; multi-node through the rendezvous). Read :func:`run_pretrain` top to
+bottom: config → data → networks → optimiser and schedules → resume → loop → export. The loop, resume and
+checkpoints are :mod:`wearspec.training.harness`'s; this recipe's own part of a step is :func:`_step_hooks`.
 
 The output folder holds ``config.yaml`` (resolved), ``metrics.jsonl``, ``checkpoints/ckpt-*.pt``
 (full state, atomic, keep-last-k; the newest is resumed automatically), and once finished
@@ -11,37 +12,33 @@ The output folder holds ``config.yaml`` (resolved), ``metrics.jsonl``, ``checkpo
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.nn.parallel import DistributedDataParallel as DDP
-from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from wearspec.config import from_dict, saved_config_difference, to_dict, to_yaml
-from wearspec.data.augment import AugmentConfig, build_sensor_augment, build_spec_augment, make_generator
-from wearspec.data.dataset import ResumableSampler, WindowDataset
+from wearspec.data.augment import AugmentConfig, build_sensor_augment, build_spec_augment
 from wearspec.data.frontend import FrontendConfig, build_frontend
 from wearspec.data.store import WindowStore
 from wearspec.errors import WearspecError
-from wearspec.models.backbones import BackboneConfig, attention_for_autocast, build_backbone, cpu_autocast_warning
+from wearspec.models.backbones import BackboneConfig, build_backbone
 from wearspec.models.encoder import SpectrogramEncoder, encoder_meta
 from wearspec.ssl.heads import DINOHead, cancel_last_layer_gradients
 from wearspec.ssl.losses import CENTERINGS, DINOLoss, RegionLoss, esvit_loss, koleo_loss
 from wearspec.ssl.model import SSLNet, ViewMaker
 from wearspec.ssl.monitor import CollapseMonitor, collapse_stats
 from wearspec.ssl.multicrop import MultiCrop, MultiCropConfig
-from wearspec.ssl.schedules import (ema_update, lr_schedule, momentum_schedule, param_groups,
-                                     teacher_temperature_schedule, wd_schedule)
+from wearspec.training.harness import LoopSpec, StepHooks, Trainer
+from wearspec.training.runtime import RuntimeConfig, wrap
+from wearspec.training.schedules import (ema_update, lr_schedule, momentum_schedule, param_groups,
+                                         teacher_temperature_schedule, wd_schedule)
 from wearspec.utils import distributed as du
-from wearspec.utils.checkpoint import (agreed_latest_checkpoint, check_same_store, data_record, load_checkpoint,
-                                       load_scaler_state, save_run_checkpoint, save_weights)
-from wearspec.utils.io import write_json, write_text
+from wearspec.utils.checkpoint import save_weights
+from wearspec.utils.io import write_json
 from wearspec.utils.logging import RunLogger, read_metrics
-from wearspec.utils.seed import restore_rank_rng, seed_everything
+from wearspec.utils.seed import seed_everything
 
 
 @dataclass
@@ -87,21 +84,6 @@ class OptimConfig:
 
 
 @dataclass
-class RuntimeConfig:
-    device: str = "auto"  # auto | cpu | cuda[:N]
-    amp: str = "none"  # none | bf16 | fp16 (GPU)
-    compile: bool = False  # torch.compile the backbones
-    num_workers: int = 0
-    seed: int = 0
-    log_every: int = 1  # steps between metrics.jsonl lines (loss, LR, collapse monitor, windows/s)
-    ckpt_every: int = 200  # steps; a checkpoint is also written at every epoch end
-    keep_last: int = 3
-    max_steps: int = 0  # stop (with a checkpoint) after this many steps in total; 0 = run to the end
-    logger: str = "console"  # console | wandb (offline unless WANDB_MODE says otherwise)
-    knn_every: int = 0  # epochs between online k-NN checks when the store has labels (0 = off)
-
-
-@dataclass
 class PretrainConfig:
     store: str = ""
     output: str = "runs/pretrain"
@@ -116,8 +98,7 @@ class PretrainConfig:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
     def validate(self) -> None:
-        if self.runtime.amp not in ("none", "bf16", "fp16"):
-            raise WearspecError(f"runtime.amp: expected none, bf16 or fp16, got {self.runtime.amp!r}")
+        self.runtime.validate()
         if self.optim.epochs < 1 or self.optim.batch_size < 1:
             raise WearspecError("optim.epochs and optim.batch_size: expected ≥ 1")
         if self.loss.centering not in CENTERINGS:
@@ -156,31 +137,22 @@ def _check_same_run(out: Path, cfg: PretrainConfig) -> None:
                             f"({diff[1]}); resume it with the same config or choose another output folder")
 
 
-def run_pretrain(cfg: PretrainConfig) -> dict:
-    cfg.validate()
-    dist = du.init_distributed(cfg.runtime.device)
-    seed_everything(cfg.runtime.seed, dist.rank)
-    dev, out = dist.device, Path(cfg.output)
-    if cfg.runtime.amp == "fp16" and dev.type != "cuda":
-        raise WearspecError(f"runtime.amp=fp16 needs a CUDA device (got {dev}); use bf16 or none")
-    ckpt_dir = out / "checkpoints"
+@dataclass
+class _Nets:
+    """The pretraining networks and losses (student and teacher share the structure; the teacher gets no
+    gradients and follows the student by EMA)."""
 
-    # -- data ---------------------------------------------------------------------------------
-    if not cfg.store:
-        raise WearspecError("store: the window store to pretrain on is required (store=PATH)")
-    store = WindowStore(cfg.store)
-    ds = WindowDataset(store, _select(store, cfg.exclude_subjects))
-    o = cfg.optim
-    sampler = ResumableSampler(len(ds), rank=dist.rank, world_size=dist.world_size, seed=cfg.runtime.seed,
-                               drop_last=True)
-    steps_per_epoch = sampler.num_samples // o.batch_size
-    if steps_per_epoch < 1:
-        raise WearspecError(f"{store.path}: {len(ds)} windows give no full batch of {o.batch_size} per rank "
-                            f"on {dist.world_size} rank(s); lower optim.batch_size")
-    total = o.epochs * steps_per_epoch
-    global_batch = o.batch_size * dist.world_size
+    frontend: torch.nn.Module  # the student's front end (fitted on a fresh run)
+    student: SSLNet
+    teacher: SSLNet
+    views: ViewMaker  # raw windows (B, C, T) → multi-crop spectrogram views
+    view_loss: DINOLoss
+    region_loss: RegionLoss | None
+    meta: dict  # encoder_meta of the exported encoder
+    input_size: tuple[int, int]  # global crop (F, N)
 
-    # -- networks -----------------------------------------------------------------------------
+
+def _build(cfg: PretrainConfig, store: WindowStore, dev: torch.device) -> _Nets:
     frontend = build_frontend(cfg.frontend, store.rate, store.window, store.channels).to(dev)
     input_size = tuple(cfg.crops.global_size) or frontend.output_shape(store.n_channels, store.window)[1:]
     student = _net(cfg, frontend, store.n_channels, input_size, cfg.backbone.drop_path_rate).to(dev)
@@ -192,172 +164,143 @@ def run_pretrain(cfg: PretrainConfig) -> dict:
     multicrop = MultiCrop(cfg.crops, input_size=frontend.output_shape(store.n_channels, store.window)[1:])
     views = ViewMaker(frontend, build_sensor_augment(cfg.augment, channels=store.channels),
                       multicrop, build_spec_augment(cfg.augment), cfg.crops.n_global)
-    gen = make_generator(cfg.runtime.seed * 1000 + dist.rank, dev)
     view_loss = DINOLoss(cfg.head.out_dim, cfg.crops.n_global, cfg.loss.student_temp, cfg.loss.center_momentum,
                          cfg.loss.centering, cfg.loss.sinkhorn_iters).to(dev)
     region_loss = (RegionLoss(cfg.head.out_dim, cfg.crops.n_global, cfg.loss.student_temp,
                               cfg.loss.center_momentum).to(dev) if cfg.head.region else None)
+    return _Nets(frontend, student, teacher, views, view_loss, region_loss, meta, input_size)
 
-    # -- optimiser and per-step schedules (indexed by the global step) ----------------------
+
+def _schedules(cfg: PretrainConfig, tr: Trainer) -> dict[str, np.ndarray]:
+    """Per-step (total,) schedules, indexed by the global step: lr, wd, teacher EMA momentum, teacher
+    temperature (a warm-up longer than the run is cut at its end: a short run is the start of the long one)."""
+    o, total, spe = cfg.optim, tr.total, tr.steps_per_epoch
+    return {"lr": lr_schedule(o.lr, tr.global_batch, total, min(total, o.warmup_epochs * spe), o.min_lr),
+            "wd": wd_schedule(total, o.weight_decay, o.weight_decay_end),
+            "momentum": momentum_schedule(total, o.momentum_teacher),
+            "temp": teacher_temperature_schedule(cfg.loss.warmup_teacher_temp, cfg.loss.teacher_temp,
+                                                 cfg.loss.warmup_teacher_temp_epochs, total_epochs=o.epochs,
+                                                 steps_per_epoch=spe)}
+
+
+def run_pretrain(cfg: PretrainConfig) -> dict:
+    cfg.validate()
+    dist = du.init_distributed(cfg.runtime.device)
+    seed_everything(cfg.runtime.seed, dist.rank)
+    dev, out, o = dist.device, Path(cfg.output), cfg.optim
+
+    # -- data: every window of the store but the excluded subjects' -------------------------------
+    if not cfg.store:
+        raise WearspecError("store: the window store to pretrain on is required (store=PATH)")
+    store = WindowStore(cfg.store)
+    tr = Trainer(LoopSpec("pretrain", "optim", out, cfg.runtime, dist, store,
+                          _select(store, cfg.exclude_subjects), o.batch_size, o.epochs, o.clip_grad))
+
+    # -- networks, optimiser and per-step schedules -------------------------------------------------
+    nets = _build(cfg, store, dev)
+    student, teacher = nets.student, nets.teacher
     no_decay = {f"encoder.backbone.{n}" for n in student.encoder.backbone.no_weight_decay()}
-    groups = param_groups(student, o.weight_decay, no_decay_names=no_decay)
-    optimizer = torch.optim.AdamW(groups)
-    scaler = torch.amp.GradScaler("cuda", enabled=cfg.runtime.amp == "fp16")
-    lr_s = lr_schedule(o.lr, global_batch, total, min(total, o.warmup_epochs * steps_per_epoch), o.min_lr)
-    wd_s = wd_schedule(total, o.weight_decay, o.weight_decay_end)
-    mom_s = momentum_schedule(total, o.momentum_teacher)
-    # a warm-up longer than the run is cut at its end: a short run is the start of the long one
-    temp_s = teacher_temperature_schedule(cfg.loss.warmup_teacher_temp, cfg.loss.teacher_temp,
-                                          cfg.loss.warmup_teacher_temp_epochs, total_epochs=o.epochs,
-                                          steps_per_epoch=steps_per_epoch)
+    sched = _schedules(cfg, tr)
+    tr.set_optimizer(torch.optim.AdamW(param_groups(student, o.weight_decay, no_decay_names=no_decay)),
+                     sched["lr"], sched["wd"])
 
-    # -- resume or start ----------------------------------------------------------------------
-    step = 0
-    newest = agreed_latest_checkpoint(ckpt_dir, store)
-    if newest is None:
-        _check_same_run(out, cfg) if dist.is_main else None
+    # -- resume or start ----------------------------------------------------------------------------
+    state = tr.resume(lambda: _check_same_run(out, cfg))
+    if state is None:  # fit the front end's normalisation on a seeded sample of the windows
+        ds = tr.dataset
         fit_idx = np.random.default_rng(cfg.runtime.seed).permutation(len(ds))[: cfg.frontend.fit_windows]
-        frontend.fit(torch.from_numpy(store.read_batch(np.sort(ds.indices[fit_idx]))).to(dev))
+        nets.frontend.fit(torch.from_numpy(store.read_batch(np.sort(ds.indices[fit_idx]))).to(dev))
     else:
-        _check_same_run(out, cfg) if dist.is_main else None
-        state = load_checkpoint(newest, map_location="cpu")  # load_state_dict moves each tensor where it belongs
-        check_same_store(state, store, newest)
         student.load_state_dict(state["student_net"])
         teacher.load_state_dict(state["teacher_net"])
-        optimizer.load_state_dict(state["optimizer"])
-        load_scaler_state(scaler, state["scaler"])
-        view_loss.load_state_dict(state["view_loss"])
-        if region_loss is not None:
-            region_loss.load_state_dict(state["region_loss"])
-        sampler.load_state_dict(state["sampler"])
-        restore_rank_rng(state["rng"], dist.rank, dist.world_size, gen, newest)
-        step = int(state["step"])
-    log = RunLogger(out, is_main=dist.is_main, backend=cfg.runtime.logger, config=to_dict(cfg),
-                    resume_step=step if newest else 0)
-    if dist.is_main:
-        write_text(out / "config.yaml", to_yaml(cfg))
-        for stale in ckpt_dir.glob(".ckpt-*.tmp-*"):
-            stale.unlink(missing_ok=True)
-        ranks = f"{dist.world_size} rank(s)" + (f" ({dist.backend})" if dist.backend else "")
-        log.info(f"pretrain: {len(ds)} windows, {ranks} × batch {o.batch_size}, "
-                 f"{steps_per_epoch} steps/epoch, {total} steps; input {tuple(input_size)}"
-                 + (f"; resumed from {newest.name} (step {step})" if newest else ""))
-        if newest:
-            log.log(step, event="resumed", checkpoint=newest.name)
-    model = DDP(student) if dist.distributed else student  # DDP gives every rank rank 0's initial student
-    if newest is None:
+        nets.view_loss.load_state_dict(state["view_loss"])
+        if nets.region_loss is not None:
+            nets.region_loss.load_state_dict(state["region_loss"])
+    ranks = f"{dist.world_size} rank(s)" + (f" ({dist.backend})" if dist.backend else "")
+    log = tr.start(to_dict(cfg), to_yaml(cfg), f"pretrain: {len(tr.dataset)} windows, {ranks} × batch "
+                   f"{o.batch_size}, {tr.steps_per_epoch} steps/epoch, {tr.total} steps; input "
+                   f"{tuple(nets.input_size)}", [student, teacher])
+    fwd_s = wrap(student, dist.distributed, cfg.runtime.compile)  # DDP gives every rank rank 0's initial student
+    if state is None:
         teacher.load_state_dict(student.state_dict())  # so the teachers start equal on every rank too
-    fwd_s, fwd_t = (torch.compile(model), torch.compile(teacher)) if cfg.runtime.compile else (model, teacher)
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.runtime.amp)
-    for net in (student, teacher):
-        attention_for_autocast(net, dev.type, amp_dtype)
-    if dist.is_main and (warning := cpu_autocast_warning(dev.type, amp_dtype)):
-        log.info(f"warning: {warning}")
-    monitor = CollapseMonitor()
+    fwd_t = wrap(teacher, dist.distributed, cfg.runtime.compile, ddp=False)
 
-    def save(at: int) -> None:
-        save_run_checkpoint(lambda: {
-            "stage": "pretrain", "step": at, "epoch": at // steps_per_epoch, "config": to_dict(cfg),
-            "encoder": meta, "student": student.encoder.state_dict(), "teacher": teacher.encoder.state_dict(),
-            "student_net": student.state_dict(), "teacher_net": teacher.state_dict(),
-            "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-            "view_loss": view_loss.state_dict(),
-            "region_loss": region_loss.state_dict() if region_loss is not None else {},
-            "sampler": sampler.state_dict(),
-            "data": data_record(store, len(ds)),
-        }, ckpt_dir, at, cfg.runtime.keep_last, torch.nn.ModuleList([student, teacher]), gen, log)
-
-    # -- the loop -----------------------------------------------------------------------------
-    stop_at = min(total, cfg.runtime.max_steps) if cfg.runtime.max_steps else total
-    bar = tqdm(total=stop_at, initial=step, desc="pretrain", unit="step",
-               disable=not (dist.is_main and __import__("sys").stderr.isatty()))
-    t0, seen = time.perf_counter(), 0
+    # -- the loop -----------------------------------------------------------------------------------
     student.train()
     teacher.train(False)
-    while step < stop_at:
-        epoch = step // steps_per_epoch
-        sampler.set_epoch(epoch)
-        # A private generator: creating a DataLoader iterator must not draw from the global RNG,
-        # or a resumed run (which creates one mid-epoch) would diverge from an uninterrupted one.
-        loader = DataLoader(ds, batch_size=o.batch_size, sampler=sampler, drop_last=True,
-                            num_workers=cfg.runtime.num_workers, persistent_workers=False,
-                            pin_memory=dev.type == "cuda",  # so that .to(dev, non_blocking=True) is asynchronous
-                            generator=torch.Generator().manual_seed(cfg.runtime.seed + epoch))
-        for batch in loader:
-            for g in optimizer.param_groups:
-                g["lr"] = float(lr_s[step]) * float(g.get("lr_scale", 1.0))  # Python floats: the optimizer
-                g["weight_decay"] = float(wd_s[step]) if g.get("apply_wd", True) else 0.0  # state must load safely
-            x = batch["x"].to(dev, non_blocking=True)
-            crops = views(x, gen)
-            with torch.autocast(dev.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
-                s = fwd_s(crops)
-                with torch.no_grad():
-                    t = fwd_t(crops[: cfg.crops.n_global])
-                loss_v = view_loss(s["cls"], t["cls"], float(temp_s[step]))
-                loss_r = (region_loss(s["tokens"], s["dense"], t["tokens"], t["dense"], float(temp_s[step]))
-                          if region_loss is not None else None)
-                loss = (esvit_loss(loss_v, loss_r, cfg.loss.view_weight, cfg.loss.region_weight)
-                        if loss_r is not None else loss_v)
-                loss_k = (torch.stack([koleo_loss(p) for p in s["pooled"][: cfg.crops.n_global]]).mean()
-                          if cfg.loss.koleo_weight > 0 else None)
-                if loss_k is not None:
-                    loss = loss + cfg.loss.koleo_weight * loss_k
-            bad = du.all_reduce_max(torch.tensor([0.0 if torch.isfinite(loss) else 1.0], device=dev))
-            if bad.item() > 0:
-                raise WearspecError(f"pretrain: non-finite loss at step {step} (epoch {epoch}); nothing was saved "
-                                    f"for this step and the newest checkpoint in {ckpt_dir} is intact. "
-                                    "Lower optim.lr, raise optim.warmup_epochs or use runtime.amp=none")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            # the last layers' gradients are dropped in the first epoch(s), before the global norm is taken
-            cancel_last_layer_gradients(student.head, epoch, cfg.head.freeze_last_layer_epochs)
-            if student.dense_head is not None:
-                cancel_last_layer_gradients(student.dense_head, epoch, cfg.head.freeze_last_layer_epochs)
-            grad_norm = (torch.nn.utils.clip_grad_norm_(student.parameters(), o.clip_grad)
-                         if o.clip_grad > 0 else torch.tensor(0.0))
-            scaler.step(optimizer)
-            scaler.update()
-            ema_update(teacher, student, float(mom_s[step]))
-            t_cls = torch.cat(t["cls"]).float()
-            stats = collapse_stats(t_cls, view_loss.center, float(temp_s[step]))
-            view_loss.update_center(t["cls"])
-            if region_loss is not None:
-                region_loss.update_center(t["dense"])
-            step += 1
-            sampler.advance(o.batch_size)
-            seen += global_batch
-            bar.update(1)
-            warning = monitor.update(stats)
-            if warning:
-                log.info(f"step {step}: {warning}")
-            if dist.is_main and (step % cfg.runtime.log_every == 0 or step == stop_at):
-                rate = seen / (time.perf_counter() - t0)
-                log.log(step, epoch=epoch, loss=loss.item(), loss_view=loss_v.item(),
-                        loss_region=loss_r.item() if loss_r is not None else None,
-                        loss_koleo=loss_k.item() if loss_k is not None else None, lr=float(lr_s[step - 1]),
-                        wd=float(wd_s[step - 1]), momentum=float(mom_s[step - 1]),
-                        teacher_temp=float(temp_s[step - 1]), grad_norm=float(grad_norm),
-                        windows_per_s=round(rate, 1), **stats)
-            end_of_epoch = step % steps_per_epoch == 0
-            if step % cfg.runtime.ckpt_every == 0 or end_of_epoch or step == stop_at:
-                save(step)
-            if end_of_epoch and cfg.runtime.knn_every and (step // steps_per_epoch) % cfg.runtime.knn_every == 0:
-                _online_knn(teacher, store, cfg, dev, log, step, dist.is_main)
-            if end_of_epoch or step >= stop_at:
-                break
-    bar.close()
+    step = tr.fit(_step_hooks(cfg, nets, tr, sched, fwd_s, fwd_t, log, store))
 
-    # -- finish ---------------------------------------------------------------------------------
-    summary = {"steps": step, "total_steps": total, "finished": step >= total, "output": str(out)}
-    if dist.is_main and step >= total:
+    # -- finish: the teacher's encoder is the result ---------------------------------------------------
+    summary = {"steps": step, "total_steps": tr.total, "finished": step >= tr.total, "output": str(out),
+               "amp": tr.amp}
+    if dist.is_main and step >= tr.total:
         save_weights(teacher.encoder.state_dict(), out / "teacher_encoder.safetensors", {"stage": "pretrain"})
-        write_json(out / "encoder.json", meta)
+        write_json(out / "encoder.json", nets.meta)
         _plot_curves(out)
     log.close()
     du.barrier()
     du.cleanup()
     return summary
+
+
+def _step_hooks(cfg: PretrainConfig, nets: _Nets, tr: Trainer, sched: dict[str, np.ndarray], fwd_s, fwd_t,
+                log: RunLogger, store: WindowStore) -> StepHooks:
+    """Pretraining's part of a step: views → student (all crops) and teacher (global crops) → DINO view loss
+    (+ EsViT region loss, + KoLeo); the last layers' gradients dropped in the first epoch(s) before the global
+    norm; then the EMA teacher, the collapse statistics and the centres (see the module docstring)."""
+    student, teacher, view_loss, region_loss = nets.student, nets.teacher, nets.view_loss, nets.region_loss
+    lc, n_global, monitor = cfg.loss, cfg.crops.n_global, CollapseMonitor()
+
+    def loss(crops, step: int, epoch: int):
+        s = fwd_s(crops)
+        with torch.no_grad():
+            t = fwd_t(crops[:n_global])
+        temp = float(sched["temp"][step])
+        loss_v = view_loss(s["cls"], t["cls"], temp)
+        loss_r = (region_loss(s["tokens"], s["dense"], t["tokens"], t["dense"], temp)
+                  if region_loss is not None else None)
+        total = esvit_loss(loss_v, loss_r, lc.view_weight, lc.region_weight) if loss_r is not None else loss_v
+        loss_k = (torch.stack([koleo_loss(p) for p in s["pooled"][:n_global]]).mean()
+                  if lc.koleo_weight > 0 else None)
+        if loss_k is not None:
+            total = total + lc.koleo_weight * loss_k
+        return total, {"t": t, "view": loss_v, "region": loss_r, "koleo": loss_k}
+
+    def before_clip(epoch: int) -> None:
+        cancel_last_layer_gradients(student.head, epoch, cfg.head.freeze_last_layer_epochs)
+        if student.dense_head is not None:
+            cancel_last_layer_gradients(student.dense_head, epoch, cfg.head.freeze_last_layer_epochs)
+
+    def after_update(i: int, aux: dict) -> None:
+        ema_update(teacher, student, float(sched["momentum"][i]))
+        t = aux["t"]
+        aux["stats"] = collapse_stats(torch.cat(t["cls"]).float(), view_loss.center, float(sched["temp"][i]))
+        view_loss.update_center(t["cls"])
+        if region_loss is not None:
+            region_loss.update_center(t["dense"])
+        if warning := monitor.update(aux["stats"]):
+            log.info(f"step {i + 1}: {warning}")
+
+    def metrics(i: int, aux: dict) -> dict:
+        item = {k: aux[k].item() if aux[k] is not None else None for k in ("view", "region", "koleo")}
+        return {"loss_view": item["view"], "loss_region": item["region"], "loss_koleo": item["koleo"],
+                "wd": float(sched["wd"][i]), "momentum": float(sched["momentum"][i]),
+                "teacher_temp": float(sched["temp"][i]), **aux["stats"]}
+
+    def epoch_end(epoch: int, at: int) -> None:
+        if cfg.runtime.knn_every and (at // tr.steps_per_epoch) % cfg.runtime.knn_every == 0:
+            _online_knn(teacher, store, cfg, tr.device, log, at, tr.spec.dist.is_main)
+
+    def state(at: int) -> dict:
+        return {"stage": "pretrain", "config": to_dict(cfg), "encoder": nets.meta,
+                "student": student.encoder.state_dict(), "teacher": teacher.encoder.state_dict(),
+                "student_net": student.state_dict(), "teacher_net": teacher.state_dict(),
+                "view_loss": view_loss.state_dict(),
+                "region_loss": region_loss.state_dict() if region_loss is not None else {}}
+
+    return StepHooks(inputs=lambda batch: nets.views(batch["x"].to(tr.device, non_blocking=True), tr.generator),
+                     loss=loss, clipped=student.parameters, state=state, replicas=torch.nn.ModuleList([student, teacher]),
+                     metrics=metrics, before_clip=before_clip, after_update=after_update, epoch_end=epoch_end)
 
 
 def _online_knn(teacher: SSLNet, store: WindowStore, cfg: PretrainConfig, dev, log: RunLogger, step: int,

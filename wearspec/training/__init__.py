@@ -1,0 +1,1 @@
+"""The one training harness that pretraining and fine-tuning call (runtime settings, amp, schedules, the loop)."""
