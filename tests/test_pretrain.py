@@ -65,6 +65,9 @@ def test_outputs_checkpoints_and_export(store, tmp_path):
     assert len(steps) == summary["steps"] and all(r["windows_per_s"] > 0 for r in steps)
     assert {"entropy", "kl_uniform", "kl_center", "lr", "teacher_temp", "used_fraction"} <= set(steps[-1])
     assert all(r["replicas_in_sync"] for r in recs if r.get("event") == "checkpoint")
+    # runtime.amp (auto by default) is recorded as resolved
+    runtime = [r for r in recs if r.get("event") == "runtime"]
+    assert len(runtime) == 1 and runtime[0]["amp_setting"] == "auto" and runtime[0]["amp"] == summary["amp"]
     enc, meta = encoder_from_checkpoint(ckpts[-1], "teacher")
     assert meta["channels"][:3] == ["acc_x", "acc_y", "acc_z"]
     from safetensors.torch import load_file
