@@ -244,16 +244,20 @@ def windows_at(x: np.ndarray, missing: np.ndarray, labels: np.ndarray, spec: Win
     """
     w = spec.window
     starts_idx = np.arange(ks.start, ks.stop, dtype=np.int64) * spec.hop
-    win_idx = (starts_idx - first)[:, None] + np.arange(w)[None, :]
-    windows = x[:, win_idx].transpose(1, 0, 2)  # (n, C, W)
-    frac = missing[win_idx].mean(axis=1)
+    local = starts_idx - first
+    counts = np.concatenate([[0], np.cumsum(missing, dtype=np.int64)])
+    frac = (counts[local + w] - counts[local]) / w  # missing fraction of each window
     keep = (frac == 0) if spec.nan_policy == "drop" else (frac <= spec.max_nan_fraction)
-    wlabels = window_labels(labels[win_idx], spec)
+    if labels.size and labels.max() >= 0:
+        wlabels = window_labels(labels[local[:, None] + np.arange(w)[None, :]], spec)
+    else:
+        wlabels = np.full(local.shape[0], -1, np.int32)
     if spec.drop_unlabelled:
         keep &= wlabels >= 0
     starts = start + starts_idx / spec.rate
+    view = np.lib.stride_tricks.sliding_window_view(np.asarray(x, dtype=np.float32), w, axis=1)  # (C, T-w+1, W)
     return (
-        np.ascontiguousarray(windows[keep], dtype=np.float32),
+        np.ascontiguousarray(view.transpose(1, 0, 2)[local[keep]]),  # (n, C, W), one copy
         starts[keep].astype(np.float64),
         wlabels[keep],
     )

@@ -50,8 +50,9 @@ def read_chunks(path: Path, chunk_bytes: int | None = None) -> Iterator[tuple[by
     an error too.
     """
     chunk_bytes = chunk_bytes or CHUNK_BYTES
-    step = min(chunk_bytes, 1 << 16)  # small reads: a damaged .gz still reports the last intact line
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    gz = path.name.lower().endswith(".gz")
+    step = min(chunk_bytes, 1 << 16) if gz else chunk_bytes  # .gz: small reads name the last intact line
+    opener = gzip.open if gz else open
     line = 1  # number of the first line of `pending`
     pending: bytes | None = None  # whole lines, held back one step to know which chunk is the last
     buf = bytearray()
@@ -158,7 +159,7 @@ class Fields:
                 s = s.astype(f"S{max(s.dtype.itemsize, 3)}")
                 s[empty] = b"nan"
         try:
-            return s.astype(dtype)
+            return bytes_to_floats(s).astype(dtype, copy=False)
         except ValueError:
             pass
         for i, v in enumerate(s.tolist()):
@@ -210,6 +211,50 @@ class Fields:
         """Column ``j`` as a list of ``bytes`` (for free text such as annotations)."""
         text = self.text
         return [text[a:b] for a, b in zip(self.starts[:, j].tolist(), self.ends[:, j].tolist())]
+
+
+_POW10 = np.array([float(10**k) for k in range(16)])
+_INVALID = np.ones(256, bool)  # by byte - 48 (mod 256): not a digit, '.', or the zero padding
+_INVALID[[*range(10), 254, 208]] = False
+
+
+def bytes_to_floats(s: np.ndarray) -> np.ndarray:
+    """Fixed-width bytes (``S<w>``, zero-padded) → float64, as ``s.astype(float64)`` gives it, ~20× faster.
+
+    Plain decimals (``-12.345``: optional minus, digits, at most one dot, ≤ 15 digits) are converted by
+    digit arithmetic: the integer mantissa (< 2⁵³, exact) divided by an exact power of ten is one
+    correctly rounded operation, so the result equals numpy's (correctly rounded) parse bit for bit.
+    Anything else (exponents, NaN, spaces, long numbers) goes through numpy; text that is not a number
+    raises ``ValueError``.
+    """
+    n, w = s.shape[0], s.dtype.itemsize
+    if n == 0 or w > 17:
+        return s.astype(np.float64)
+    cols = np.ascontiguousarray(s.view(np.uint8).reshape(n, w).T) - np.uint8(48)  # (w, n); digits 0..9
+    neg = cols[0] == 253  # '-'
+    bad = _INVALID[cols[0]] & ~neg
+    n_digits = np.zeros(n, np.int8)
+    dots = np.zeros(n, np.int8)
+    before = np.zeros(n, np.int8)  # digits before the dot
+    mant = np.zeros(n, np.float64)  # exact while < 2**53
+    for k in range(w):
+        c = cols[k]
+        if k:
+            bad |= _INVALID[c]
+        is_digit = c < 10
+        is_dot = c == 254  # '.'
+        mant = np.where(is_digit, mant * 10.0 + c, mant)
+        before = np.where(is_dot, n_digits, before)
+        dots += is_dot
+        n_digits += is_digit
+    frac = np.where(dots > 0, n_digits - before, 0)
+    ok = ~bad & (dots <= 1) & (n_digits >= 1) & (n_digits <= 15)
+    out = mant / _POW10[frac]
+    out[neg] *= -1.0
+    if not ok.all():
+        idx = np.flatnonzero(~ok)
+        out[idx] = s[idx].astype(np.float64)
+    return out
 
 
 def _field_count_error(source, line: int, got: int, n: int, what: str, is_last_line: bool) -> WearspecError:
@@ -264,6 +309,26 @@ def _records(buf: np.ndarray, record_ends: bytes, first_line: int) -> tuple[np.n
     return rec_start, stop, first_line + np.searchsorted(nl, rec_start)
 
 
+def _split_regular(buf: np.ndarray, n_fields: int, delimiter: bytes) -> tuple[np.ndarray, np.ndarray] | None:
+    """The common case in one pass: every line holds exactly ``n_fields`` fields (no blank lines). Then the
+    delimiters and newlines, in order, are the field ends row by row. None when the chunk is not like
+    that (the general path then finds and names the odd line)."""
+    seps = np.flatnonzero((buf == delimiter[0]) | (buf == _NL))
+    if seps.size == 0 or seps.size % n_fields:
+        return None
+    seps = seps.reshape(-1, n_fields)
+    if not (buf[seps[:, -1]] == _NL).all() or (buf[seps[:, :-1]] == _NL).any():
+        return None
+    starts = np.empty_like(seps)
+    starts[0, 0] = 0
+    starts[1:, 0] = seps[:-1, -1] + 1
+    starts[:, 1:] = seps[:, :-1] + 1
+    ends = seps
+    cr = (ends[:, -1] > starts[:, -1]) & (buf[np.maximum(ends[:, -1] - 1, 0)] == _CR)
+    ends[cr, -1] -= 1
+    return starts, ends
+
+
 def _check_unquoted(buf: np.ndarray, rec_start: np.ndarray, limit: np.ndarray, rec_line: np.ndarray, source,
                     columns: Sequence[str]) -> None:
     """No quote character before ``limit`` (the start of the free-text last field) in any record."""
@@ -304,6 +369,12 @@ def split_delimited(
     if not text.endswith(b"\n"):
         text += b"\n"
     buf = np.frombuffer(text, np.uint8)
+    padded = np.concatenate([buf, np.zeros(_PAD, np.uint8)])
+    if n_fields > 1 and record_ends == b"\n" and not rest and not trailing_delimiter_ok:
+        regular = _split_regular(buf, n_fields, delimiter)
+        if regular is not None:
+            starts, ends = regular
+            return Fields(text, padded, starts, ends, first_line + np.arange(starts.shape[0]), source, columns)
     rec_start, stop, rec_line = _records(buf, record_ends, first_line)
     d = np.flatnonzero(buf == delimiter[0])
     k0 = np.searchsorted(d, rec_start)
@@ -342,7 +413,6 @@ def split_delimited(
         ends[:, :-1] = seps
         if rest:
             _check_unquoted(buf, rec_start, ends[:, -2], rec_line, source, columns)
-    padded = np.concatenate([buf, np.zeros(_PAD, np.uint8)])
     return Fields(text, padded, starts, ends, rec_line, source, columns)
 
 

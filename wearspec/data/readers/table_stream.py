@@ -15,6 +15,8 @@ first part of each recording (later parts are checked against it).
 from __future__ import annotations
 
 import itertools
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -23,7 +25,7 @@ import numpy as np
 
 from wearspec.data.chunked import RecordingStream
 from wearspec.data.readers import chunks
-from wearspec.data.readers.chunks import header_line, read_chunks, split_delimited
+from wearspec.data.readers.chunks import bytes_to_floats, header_line, read_chunks, split_delimited
 from wearspec.data.readers.tables import (MISSING_TOKENS, _sniff_delimiter, check_file, encode_labels,
                                           import_pyarrow_parquet, read_csv, read_parquet, relative_seconds, table_suffix,
                                           Table, time_values)
@@ -46,6 +48,7 @@ class FieldsTable:
         self.index = {c: j for j, c in enumerate(self.columns)}
         self.n_rows = len(fields)
         self.lines = fields.lines
+        self._floats: dict[str, np.ndarray] = {}
 
     def where(self, i: int, column: str | None = None) -> str:
         pos = f"line {int(self.lines[i])}"
@@ -61,15 +64,21 @@ class FieldsTable:
         return np.char.strip(np.char.decode(self.fields.raw(self.index[name]), "utf-8", "replace"))
 
     def floats(self, name: str) -> np.ndarray:
-        """Numbers; empty cells and NA/NaN/null/none are NaN; other text is an error naming the cell."""
+        """Numbers; empty cells and NA/NaN/null/none are NaN; other text is an error naming the cell.
+        Converted once per column (the result is kept)."""
+        if name not in self._floats:
+            self._floats[name] = self._convert(name)
+        return self._floats[name]
+
+    def _convert(self, name: str) -> np.ndarray:
         s = self.fields.raw(self.index[name])
         try:
-            return s.astype(np.float64)
+            return bytes_to_floats(s)
         except ValueError:
             pass
         s = np.where(np.isin(np.char.lower(np.char.strip(s)), _MISSING), b"nan", s)
         try:
-            return s.astype(np.float64)
+            return bytes_to_floats(s)
         except ValueError:
             pass
         for i, v in enumerate(s.tolist()):
@@ -226,27 +235,47 @@ def _runs(subjects: np.ndarray | None, recordings: np.ndarray | None, n: int) ->
     return list(zip(bounds[:-1], bounds[1:]))
 
 
+def _prefetch(items: Iterator, pool: ThreadPoolExecutor) -> Iterator:
+    """``items``, the next one made in the background while the caller works on this one."""
+    it = iter(items)
+    ahead = pool.submit(next, it, None)
+    while (item := ahead.result()) is not None:
+        ahead = pool.submit(next, it, None)
+        yield item
+
+
 def _file_pieces(f: Path, parts, channels: list[str], names: list[str], cfg, stem: str) -> Iterator[_Piece]:
+    """The pieces of one file. Parsing is numpy work that releases the GIL, so the next part is split
+    and this part's numeric columns are converted in worker threads (the read keeps pace with a
+    multi-threaded CSV reader)."""
     g = cfg.generic
     rows = _Rows(f, cfg)
     hint = " (generic.labels)" if g.labels else ""
-    for part in parts:
-        data = np.stack([part.floats(c).astype(np.float32) for c in channels])  # (C, n)
-        t = rows.times(part)
-        keys = []
-        for col in (g.subject_column, g.recording_column):
-            arr = part.strings(col) if col in part.columns else None
-            if arr is not None and (np.char.str_len(arr) == 0).any():
-                i = int(np.argmax(np.char.str_len(arr) == 0))
-                raise WearspecError(f"{part.where(i, col)}: expected a value, found an empty cell")
-            keys.append(arr)
-        labels = None
-        if g.label_column in part.columns:
-            labels = encode_labels(part.strings(g.label_column), names,
-                                   lambda i, p=part: p.where(i, g.label_column), hint)
-        for a, b in _runs(keys[0], keys[1], part.n_rows):
-            key = tuple(str(arr[a]) if arr is not None else stem for arr in keys)
-            yield from rows.pieces(key, part, a, b, t, data, labels)
+    with ThreadPoolExecutor(max(2, min(4, os.cpu_count() or 1))) as pool:
+        for part in _prefetch(parts, pool):
+            if g.time_column in part.columns and g.time_unit != "datetime":  # kept by the part; errors: later
+                pool.submit(part.floats, g.time_column)
+            data = np.stack([x.astype(np.float32) for x in pool.map(part.floats, channels)])  # (C, n)
+            yield from _part_pieces(part, rows, data, names, g, hint, stem)
+
+
+def _part_pieces(part, rows: _Rows, data: np.ndarray, names: list[str], g, hint: str, stem: str
+                 ) -> Iterator[_Piece]:
+    t = rows.times(part)
+    keys = []
+    for col in (g.subject_column, g.recording_column):
+        arr = part.strings(col) if col in part.columns else None
+        if arr is not None and (np.char.str_len(arr) == 0).any():
+            i = int(np.argmax(np.char.str_len(arr) == 0))
+            raise WearspecError(f"{part.where(i, col)}: expected a value, found an empty cell")
+        keys.append(arr)
+    labels = None
+    if g.label_column in part.columns:
+        labels = encode_labels(part.strings(g.label_column), names,
+                               lambda i, p=part: p.where(i, g.label_column), hint)
+    for a, b in _runs(keys[0], keys[1], part.n_rows):
+        key = tuple(str(arr[a]) if arr is not None else stem for arr in keys)
+        yield from rows.pieces(key, part, a, b, t, data, labels)
 
 
 def stream_items(f: Path, channels: list[str], names: list[str], cfg, stem: str) -> Iterator[RecordingStream]:
