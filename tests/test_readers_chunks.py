@@ -66,3 +66,27 @@ def test_har_check_increasing_and_choice():
     with pytest.raises(WearspecError, match=r"k: values must be distinct"):
         H.check_choice(["a", "a"], ["a", "b"], "k")
     assert H.part_name("r", 0, 2) == "r" and H.part_name("r", 1, 2) == "r_part2"
+
+
+def test_bytes_to_floats_equals_numpy_bit_for_bit():
+    rng = np.random.default_rng(0)
+    v = rng.normal(size=20000) * 10.0 ** rng.integers(-3, 6, 20000)
+    for fmt in ("%.5f", "%.4f", "%.10f", "%g", "%.0f", "%.15g", "%.17g"):
+        s = np.array([(fmt % x).encode() for x in v])
+        assert np.array_equal(H.bytes_to_floats(s).view(np.int64), s.astype(np.float64).view(np.int64)), fmt
+    odd = np.array([b"-0.0", b"5.", b".5", b"-.5", b"nan", b" 1.5", b"1e3", b"123456789012345678"])
+    assert np.array_equal(H.bytes_to_floats(odd).view(np.int64), odd.astype(np.float64).view(np.int64))
+    for bad in (b"1-2", b"--1", b"1.2.3", b"", b"-"):
+        with pytest.raises(ValueError):
+            H.bytes_to_floats(np.array([b"1.0", bad]))
+
+
+def test_split_delimited_regular_and_general_paths_agree():
+    text = b"1,2,3\r\n4,,6\n7,8,9\n"
+    fast = H.split_delimited(text, 2, 3, "f.csv", ["a", "b", "c"])
+    slow = H.split_delimited(text.replace(b"4,,6\n", b"4,,6\n\n"), 2, 3, "f.csv", ["a", "b", "c"])  # blank line
+    assert fast.floats(2).tolist() == slow.floats(2).tolist() == [3.0, 6.0, 9.0]
+    assert fast.lines.tolist() == [2, 3, 4] and slow.lines.tolist() == [2, 3, 5]
+    assert fast.floats(1, empty_is_nan=True)[1] != fast.floats(1, empty_is_nan=True)[1]  # NaN
+    with pytest.raises(WearspecError, match="f.csv, line 3: expected 3 comma-separated fields, got 2"):
+        H.split_delimited(b"1,2,3\n4,5\n", 2, 3, "f.csv", ["a", "b", "c"])
