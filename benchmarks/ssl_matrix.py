@@ -126,12 +126,13 @@ def find_basicmotions(given: Path | None) -> Path | None:
 
 
 def build_store(name: str, cell: Cell, folder: Path, seed: int, args) -> WindowStore:
-    """The cell's store in ``folder`` (made once; ``prepare`` reuses a store with the same settings)."""
+    """The cell's store in ``folder``: made once, reused while its settings (and the generator) are the same,
+    else made again (``store.overwrite``: the folder is the benchmark's own)."""
+    settings = list(cell.prepare) + ["store.overwrite=true"]
     if cell.reader == "uea":
-        cfg = load_config(PrepareConfig, None, list(cell.prepare))
-        return prepare("uea", args.basicmotions, folder, cfg, progress=False)[0]
+        return prepare("uea", args.basicmotions, folder, load_config(PrepareConfig, None, settings), progress=False)[0]
     unlabelled = cell.unlabelled if args.unlabelled is None else args.unlabelled
-    return make_store(folder, unlabelled, seed, list(cell.prepare) + args.data_set)
+    return make_store(folder, unlabelled, seed, settings + args.data_set)
 
 
 def evaluation_split(store: WindowStore, cell: Cell, folds: int) -> dict:

@@ -278,19 +278,23 @@ def test_accelerometer_only_keeps_the_six_channel_draw():
     assert open_source(None, prep).channels == ["acc_x", "acc_y", "acc_z"]
 
 
-@pytest.mark.parametrize("overrides, window, hop, rate", [
-    (["window.length_s=2.56", "window.hop_s=1.28"], 128, 64, 50.0),
-    (["synthetic.rate=100", "window.rate=100", "window.length_s=10", "window.hop_s=5"], 1000, 500, 100.0),
+@pytest.mark.parametrize("overrides, window, hop, rate, channels, classes", [
+    (["window.length_s=2.56", "window.hop_s=1.28"], 128, 64, 50.0, 6, 7),
+    (["synthetic.rate=100", "window.rate=100", "window.length_s=10", "window.hop_s=5"], 1000, 500, 100.0, 6, 7),
+    (["synthetic.channels=acc"], 250, 125, 50.0, 3, 7),
+    (["synthetic.activities=[exercise]", "window.length_s=2.56", "window.hop_s=1.28"], 128, 64, 50.0, 6, 7),
 ])
-def test_prepare_makes_short_and_100_hz_windows(tmp_path, overrides, window, hop, rate):
+def test_prepare_makes_the_matrix_shapes(tmp_path, overrides, window, hop, rate, channels, classes):
+    """The settings of benchmarks/ssl_matrix.py's cells, as `wearspec prepare synthetic` takes them."""
     from wearspec.config import load_config
 
     cfg = load_config(PrepareConfig, None, overrides + ["synthetic.subjects=2", "synthetic.minutes_per_subject=1"])
     store, _ = prepare("synthetic", None, tmp_path / "s", cfg, progress=False)
     assert (store.window, store.hop, store.rate) == (window, hop, rate)
+    assert store.n_channels == channels and len(store.label_names) == classes
     assert len(store) == 2 * (1 + (int(60 * rate) - window) // hop)
     x = store.read_batch(np.arange(len(store)))
-    assert x.shape == (len(store), 6, window) and np.isfinite(x).all()
+    assert x.shape == (len(store), channels, window) and np.isfinite(x).all()
 
 
 @pytest.fixture(scope="module")

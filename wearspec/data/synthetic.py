@@ -82,7 +82,7 @@ if TYPE_CHECKING:
     from wearspec.data.prepare import PrepareConfig
 
 # Bump when the simulation changes, so that `prepare` rebuilds stores made by an older generator.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 CHANNELS = ["acc_x", "acc_y", "acc_z", "gyro_x", "gyro_y", "gyro_z"]
 CHANNEL_SETS = {"all": CHANNELS, "acc": CHANNELS[:3], "gyro": CHANNELS[3:]}  # synthetic.channels
 GRAVITY = 9.81
@@ -399,7 +399,7 @@ def simulate_subject(
     tail_q = tail_acc = None
     for i, (a, n) in enumerate(bouts):
         if acts[a] in EXERCISES:
-            q, acc = exercise_bout(rng, EXERCISES[acts[a]], style, n + ramp[i + 1], rate)
+            q, acc = exercise_bout(rng, acts[a], style, n + ramp[i + 1], rate)
         else:
             q, acc = _bout(rng, PROFILES[REST_AS if acts[a] == "rest" else acts[a]], subj, n + ramp[i + 1], rate)
         lab = np.full(n, codes[acts[a]], np.int32)
