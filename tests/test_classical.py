@@ -148,5 +148,8 @@ def test_models_beat_chance_and_never_fit_on_test(tmp_path, rng, monkeypatch):
     assert res["logreg"]["selection"][0]["selected_on"] == "val" and len(res["logreg"]["selection"][0]["sweep"]) == 2
     assert [s["name"] for s in res["splits"]] == [sp.name for sp in splits]
     assert classical_baseline(store, splits, ClassicalConfig(enabled=False)) == {"enabled": False}
+    one_class = make_splits(store, np.flatnonzero(store.labels == 0), SplitConfig(mode="kfold", k=2))
+    with pytest.raises(WearspecError, match="split fold1of2: the training subjects' windows hold fewer than 2"):
+        classical_baseline(store, one_class, cfg)
     only = classical_baseline(store, splits[:1], ClassicalConfig(models=["forest"], n_trees=5, n_jobs=1))
     assert only["models"] == ["forest"] and "logreg" not in only

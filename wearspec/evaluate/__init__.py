@@ -1,1 +1,1 @@
-"""Frozen-feature evaluation: linear probe, k-NN, per-subject metrics, plots."""
+"""Frozen-feature evaluation: linear probe, k-NN, the classical-features baseline, per-subject metrics, plots."""

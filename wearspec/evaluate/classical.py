@@ -288,6 +288,9 @@ def classical_baseline(store: WindowStore, splits: Sequence[Split], cfg: Classic
     for sp in splits:
         tr, va, te = (np.searchsorted(needed, getattr(sp, k)) for k in ("train", "val", "test"))
         fold = {"name": sp.name}
+        if np.unique(labels[tr]).size < 2:
+            raise WearspecError(f"split {sp.name}: the training subjects' windows hold fewer than 2 classes; the "
+                                "classical baseline needs 2+ (or set classical.enabled=false)")
         for m in cfg.models:
             est, sel = fit_model(m, feats[tr], labels[tr], feats[va], labels[va], cfg, seed)
             p = est.predict(feats[te]).astype(np.int64)  # test rows meet the model only here, after selection
