@@ -20,8 +20,8 @@ from wearspec import __version__
 from wearspec.config import to_dict
 from wearspec.data.chunked import RecordingStream, cut_stream
 from wearspec.data.readers import get_reader
-from wearspec.data.readers.config import (AudioConfig, Capture24Config, DaphnetConfig, GenericConfig, Pamap2Config,
-                                          SyntheticConfig, UciHarConfig)
+from wearspec.data.readers.config import (AudioConfig, Capture24Config, DaphnetConfig, DeviceConfig, GenericConfig,
+                                          Pamap2Config, SyntheticConfig, UciHarConfig)
 from wearspec.data.store import StoreConfig, StoreWriter, WindowStore, check_output
 from wearspec.data.windowing import WindowSpec, cut_windows
 from wearspec.errors import WearspecError
@@ -41,6 +41,7 @@ class PrepareConfig:
     ucihar: UciHarConfig = field(default_factory=UciHarConfig)
     audio: AudioConfig = field(default_factory=AudioConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    device: DeviceConfig = field(default_factory=DeviceConfig)
 
 
 def fingerprint(reader: str, cfg: PrepareConfig, inputs: list[Path], source_meta: dict | None = None) -> str:

@@ -29,6 +29,7 @@ READERS = {
     "wisdm": "wearspec.data.readers.wisdm",
     "ucihar": "wearspec.data.readers.ucihar",
     "audio": "wearspec.data.readers.audio",
+    "device": "wearspec.data.readers.device",
     "uea": "wearspec.data.readers.uea",
 }
 

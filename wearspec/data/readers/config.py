@@ -91,3 +91,17 @@ class SyntheticConfig:
     )
     unlabelled_subjects: int = 0  # extra subjects stored without labels (pretraining pool)
     channels: str = "all"  # all (acc + gyro) | acc | gyro
+
+
+@dataclass
+class DeviceConfig:
+    """Raw accelerometer device files read with actfast: Axivity .cwa (AX3; AX6 with gyroscope),
+    ActiGraph .gt3x, GENEActiv .bin. One file is one subject's recording; the subject comes from the
+    file name (``subject_pattern``, a regular expression searched in it: its group ``subject``, else
+    its first group, else the whole match) or from ``subjects_csv`` (columns ``file,subject``; file
+    names, or paths relative to the input folder)."""
+
+    subject_pattern: str = r"^[^_.\s]+"  # e.g. P012_wrist.cwa → P012
+    subjects_csv: str = ""
+    gyroscope: bool = False  # add gx, gy, gz (°/s); every file must then have a gyroscope (AX6)
+    max_gap_s: float = 1.0  # a longer pause between samples splits the recording: no window straddles it

@@ -1,0 +1,146 @@
+"""Raw device files: Axivity .cwa (AX3; AX6 with gyroscope), ActiGraph .gt3x, GENEActiv .bin.
+
+``wearspec prepare device PATH`` reads one file or every such file under a folder (recursively) with
+`actfast <https://github.com/childmindresearch/actfast>`_ (MIT, numpy-only wheels, no Java), an
+optional dependency: ``pip install 'wearspec[devices]'``. Each file is one subject's recording:
+
+* channels ``ax, ay, az`` in g, plus ``gx, gy, gz`` in °/s with ``device.gyroscope=true`` (AX6);
+* the subject from the file name (``device.subject_pattern``) or a mapping CSV (``device.subjects_csv``);
+* timestamps as the device recorded them (its wall clock; the header's time zone is kept in the
+  manifest). Pauses longer than ``device.max_gap_s`` split the recording into parts (``name#k``), so
+  no window straddles a gap; the rate of each part is its sample count over its duration, which
+  follows clock drift and the device's true rate rather than the nominal one;
+* device metadata (format, hardware, serial, nominal rate, time zone, first sample) per file under
+  ``meta.devices`` in the store manifest (collected while the files are read).
+
+The decoded file is held in memory (actfast decodes whole files); windowing goes through it in
+chunks (:mod:`~wearspec.data.chunked`), so its cost does not grow with the recording.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from wearspec.data.chunked import RecordingStream
+from wearspec.data.readers import Source
+from wearspec.data.readers.tables import check_file, read_csv, require_path
+from wearspec.data.windowing import uniform_from_timestamps
+from wearspec.errors import WearspecError
+
+SUFFIXES = (".cwa", ".gt3x", ".bin")
+CHUNK_SAMPLES = 1 << 20  # samples per chunk handed to the windowing
+EXPECTED = "a device file (.cwa, .gt3x, .bin) or a folder of them"
+
+
+def import_actfast():
+    """actfast, or a one-line error saying how to install it."""
+    try:
+        import actfast
+    except ImportError:
+        raise WearspecError("reading device files needs actfast: pip install 'wearspec[devices]' "
+                            "(or pip install actfast)") from None
+    return actfast
+
+
+def device_files(path: Path) -> list[Path]:
+    """The device files at ``path``: the file itself, or those under the folder (recursively)."""
+    path = require_path(path, EXPECTED)
+    if path.is_file():
+        if path.suffix.lower() not in SUFFIXES:
+            raise WearspecError(f"{path}: expected {EXPECTED}")
+        return [path]
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES
+                   and not p.name.startswith("."))
+    if not files:
+        raise WearspecError(f"{path}: no .cwa, .gt3x or .bin files in this folder")
+    return files
+
+
+def subject_names(files: list[Path], root: Path, cfg) -> dict[Path, str]:
+    """File → subject, from ``subjects_csv`` or ``subject_pattern`` (errors name the file)."""
+    d = cfg.device
+    if d.subjects_csv:
+        table_path = Path(d.subjects_csv)
+        table_path = table_path if table_path.is_absolute() or not root.is_dir() else root / table_path
+        table = read_csv(check_file(table_path, "columns file,subject"))
+        table.require(["file", "subject"], "(device.subjects_csv)")
+        mapping = dict(zip(np.char.strip(table.strings("file")).tolist(), np.char.strip(table.strings("subject")).tolist()))
+        out = {}
+        for f in files:
+            rel = f.relative_to(root).as_posix() if root.is_dir() else f.name
+            subject = mapping.get(rel, mapping.get(f.name))
+            if not subject:
+                raise WearspecError(f"{table_path}: no subject for {rel} (expected a row file,subject naming it)")
+            out[f] = subject
+        return out
+    try:
+        rx = re.compile(d.subject_pattern)
+    except re.error as e:
+        raise WearspecError(f"device.subject_pattern: not a regular expression ({e})") from None
+    out = {}
+    for f in files:
+        m = rx.search(f.name)
+        if m is None:
+            raise WearspecError(f"{f}: file name does not match device.subject_pattern {d.subject_pattern!r}; "
+                                "set the pattern or device.subjects_csv")
+        out[f] = m.group("subject") if "subject" in rx.groupindex else (m.group(1) if rx.groups else m.group(0))
+    return out
+
+
+def read_device(path: Path, gyroscope: bool) -> tuple[np.ndarray, np.ndarray, dict]:
+    """One device file → (times (n,) int64 ns, samples (n, 3 or 6) float32, metadata)."""
+    actfast = import_actfast()
+    check_file(path, EXPECTED)
+    try:
+        result = actfast.read(str(path))
+    except (ValueError, OSError) as e:
+        raise WearspecError(f"{path}: cannot read as a {path.suffix} device file ({e})") from None
+    table = next((t for t in result["timeseries"].values() if "acceleration" in t), None)
+    if table is None or len(table["datetime"]) == 0:
+        raise WearspecError(f"{path}: no accelerometer samples in this {result['format']} file")
+    parts = [np.asarray(table["acceleration"], np.float32)]
+    if gyroscope:
+        if "gyroscope" not in table:
+            raise WearspecError(f"{path}: no gyroscope in this {result['format']} file, but device.gyroscope "
+                                "is true (every file must have one)")
+        parts.append(np.asarray(table["gyroscope"], np.float32))
+    t = np.asarray(table["datetime"], np.int64)
+    meta = {"format": result["format"], **{k: v for sec in result["metadata"].values() for k, v in sec.items()},
+            "first_sample": str(np.datetime64(int(t[0]), "ns")), "samples": int(t.shape[0])}
+    return t, np.concatenate(parts, axis=1), meta
+
+
+def _recordings(f: Path, subject: str, cfg, devices: dict) -> Iterator[RecordingStream]:
+    """The continuous parts of one file, each delivered in chunks."""
+    t_ns, x, meta = read_device(f, cfg.device.gyroscope)
+    devices[f.name] = meta
+    t = (t_ns - t_ns[0]).astype(np.float64) * 1e-9
+    parts = list(uniform_from_timestamps(t, None, str(f), max_gap_s=cfg.device.max_gap_s))
+    parts = [(a, b) for a, b, _ in parts if b - a >= 2]
+    meta["parts"] = [{"start_s": float(t[a]), "samples": b - a, "rate": (b - a - 1) / float(t[b - 1] - t[a])}
+                     for a, b in parts]
+    name = f.stem if f.stem != subject else subject
+    for k, ((a, b), info) in enumerate(zip(parts, meta["parts"])):
+        rec = f"{name}#{k}" if len(parts) > 1 else name
+        chunks = ((x[i : min(i + CHUNK_SAMPLES, b)].T, None) for i in range(a, b, CHUNK_SAMPLES))
+        yield RecordingStream(subject=subject, recording=rec, rate=info["rate"], chunks=chunks,
+                              start=float(t[a]), source=f"{f} (subject {subject}, part {k + 1} of {len(parts)})")
+
+
+def open_source(path: Path | None, cfg) -> Source:
+    files = device_files(path)
+    root = Path(path)
+    subjects = subject_names(files, root, cfg)
+    import_actfast()  # fail before any work when it is missing
+    channels = ["ax", "ay", "az"] + (["gx", "gy", "gz"] if cfg.device.gyroscope else [])
+    devices: dict[str, dict] = {}
+
+    def items():
+        for f in files:
+            yield from _recordings(f, subjects[f], cfg, devices)
+
+    return Source("device", channels, [], items(), inputs=files, meta={"layout": "device", "devices": devices})
