@@ -425,7 +425,7 @@ class AugmentConfig:
     by default: mixing samples breaks self-supervised views), time and frequency masks, Gaussian noise.
     """
     rotation_p: float = 0.5
-    rotation_max_deg: float = 180.0
+    rotation_max_deg: float | None = 180.0  # None: derived from the store by the pretraining recipe
     scaling_p: float = 0.5
     scaling_sigma: float = 0.1
     time_warp_p: float = 0.3
@@ -457,7 +457,7 @@ class AugmentConfig:
             bad = ((name.endswith(("_p", "_prob")) and not 0.0 <= v <= 1.0)
                    or (name.endswith(("_sigma", "_strength", "_bands")) and v < 0)
                    or (name.endswith(("_width", "_knots", "_masks", "_max")) and v is not None and v < 1)
-                   or (name == "rotation_max_deg" and not 0.0 < v <= 180.0))
+                   or (name == "rotation_max_deg" and v is not None and not 0.0 < v <= 180.0))
             if bad:
                 raise WearspecError(f"augment.{name}: {v} is out of range (probabilities in [0, 1], sigmas ≥ 0, "
                                     f"counts and widths ≥ 1, rotation_max_deg in (0, 180])")
@@ -469,6 +469,9 @@ def build_sensor_augment(cfg: AugmentConfig, channels: Sequence[str] | None = No
     names (:func:`triads_from_channels`); rotation is left out, with a warning, when the channels have no
     triads (e.g. audio)."""
     cfg.validate()
+    if cfg.rotation_max_deg is None:
+        raise WearspecError("augment.rotation_max_deg: not set (null is resolved from the store by the pretraining "
+                            "recipe; give a number of degrees in (0, 180])")
     if triads is None and channels is not None:
         triads = triads_from_channels(channels)
     if cfg.rotation_p > 0 and triads is None:

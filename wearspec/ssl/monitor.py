@@ -9,7 +9,10 @@ DINO can collapse two ways, and centering and sharpening push in opposite direct
 
 A healthy teacher is confident per sample (low per-sample entropy) but spreads the batch over many
 dimensions (high entropy of the batch-mean distribution). :func:`collapse_stats` measures this each step
-(log its dict to ``metrics.jsonl``); :class:`CollapseMonitor` turns it into a rate-limited warning.
+(log its dict to ``metrics.jsonl``); :class:`CollapseMonitor` turns it into a rate-limited warning, and
+:class:`CollapseGuard` into a verdict: a teacher that is still collapsed once warm-up is over (averaged over
+a window of steps, so one odd batch does not count) stops the run (``runtime.on_collapse=stop``) with
+:class:`CollapseError`, before a useless encoder is written as if it were good.
 """
 
 from __future__ import annotations
@@ -107,3 +110,56 @@ class CollapseMonitor:
         return (f"collapse: one output dimension dominates for {self.streak[kind]} steps (batch-mean entropy "
                 f"{stats['mean_entropy_norm']:.3f}, top argmax on {stats['top_fraction']:.0%} of the batch); check "
                 f"that update_center is called every step, lower center_momentum or raise the teacher temperature")
+
+
+class CollapseError(WearspecError):
+    """Pretraining stopped because the teacher collapsed (see :class:`CollapseGuard`)."""
+
+
+class CollapseGuard:
+    """Decides, after warm-up, whether the teacher has collapsed: ``guard.update(step, stats)`` returns a
+    one-line verdict (or None) once ``step ≥ check_from`` and the mean of the last ``window`` steps' statistics
+    is collapsed:
+
+    * uniform: mean ``entropy_norm`` ≥ ``uniform_threshold`` (every target ≈ uniform: the student learns
+      nothing; measured: a healthy run of the tiny recipes is at 0.4–0.8 after its first epochs, a collapsed one
+      stays at 0.9–0.97 for the whole run);
+    * dominant: mean ``mean_entropy_norm`` ≤ ``dominant_threshold`` or mean ``top_fraction`` ≥
+      ``top_fraction_threshold`` (one prototype takes the batch).
+
+    ``check_from``: the first step at which a verdict may be given (the pretraining recipe passes the end of
+    the LR and teacher-temperature warm-ups, and at least a tenth of the run): before it every teacher is near
+    uniform. From then on every step is judged on the last ``window`` steps; a verdict is given once, later
+    calls return None (``runtime.on_collapse=warn`` goes on after it).
+    """
+
+    def __init__(self, check_from: int, window: int = 50, uniform_threshold: float = 0.9,
+                 dominant_threshold: float = 0.1, top_fraction_threshold: float = 0.9):
+        if check_from < 0 or window < 1 or not 0 < uniform_threshold <= 1:
+            raise WearspecError(f"CollapseGuard: need check_from ≥ 0, window ≥ 1 and a threshold in (0, 1], got "
+                                f"{check_from}, {window}, {uniform_threshold}")
+        self.check_from, self.window = int(check_from), int(window)
+        self.uniform_threshold, self.dominant_threshold = float(uniform_threshold), float(dominant_threshold)
+        self.top_fraction_threshold = float(top_fraction_threshold)
+        self.recent: list[tuple[float, float, float]] = []
+        self.done = False
+
+    def update(self, step: int, stats: dict[str, float]) -> str | None:
+        """Record the statistics of optimisation step ``step`` (1-based count of steps done)."""
+        self.recent = (self.recent + [(stats["entropy_norm"], stats["mean_entropy_norm"], stats["top_fraction"])]
+                       )[-self.window:]
+        if self.done or step < self.check_from or len(self.recent) < self.window:
+            return None
+        entropy, spread, top = (sum(v) / len(v) for v in zip(*self.recent))
+        self.done = entropy >= self.uniform_threshold or spread <= self.dominant_threshold or top >= \
+            self.top_fraction_threshold
+        if entropy >= self.uniform_threshold:
+            return (f"collapse: after {step} steps the teacher's targets are still ~uniform (entropy {entropy:.2f} "
+                    f"of log K over the last {self.window} steps, threshold {self.uniform_threshold:g}): the "
+                    "features learn nothing. Lower loss.teacher_temp (and loss.warmup_teacher_temp), use "
+                    "loss.centering=sinkhorn, or lower head.out_dim")
+        if spread <= self.dominant_threshold or top >= self.top_fraction_threshold:
+            return (f"collapse: after {step} steps one prototype takes the batch (batch-mean entropy {spread:.2f}, "
+                    f"top argmax on {top:.0%} of it, over the last {self.window} steps). Use "
+                    "loss.centering=sinkhorn, raise loss.teacher_temp or lower loss.center_momentum")
+        return None

@@ -28,7 +28,8 @@ from wearspec.models.encoder import SpectrogramEncoder, encoder_meta
 from wearspec.ssl.heads import DINOHead, cancel_last_layer_gradients
 from wearspec.ssl.losses import CENTERINGS, DINOLoss, RegionLoss, esvit_loss, koleo_loss
 from wearspec.ssl.model import SSLNet, ViewMaker
-from wearspec.ssl.monitor import CollapseMonitor, collapse_stats
+from wearspec.ssl.defaults import StoreShape, derive_pretrain_settings
+from wearspec.ssl.monitor import CollapseError, CollapseGuard, CollapseMonitor, collapse_stats
 from wearspec.ssl.multicrop import MultiCrop, MultiCropConfig
 from wearspec.training.harness import LoopSpec, StepHooks, Trainer
 from wearspec.training.runtime import RuntimeConfig, wrap
@@ -45,7 +46,7 @@ from wearspec.utils.seed import seed_everything
 class HeadConfig:
     """DINO projection head (and the EsViT dense head, same form, when ``region``)."""
 
-    out_dim: int = 4096  # prototypes K (65536 for ImageNet; a few thousand suit small data)
+    out_dim: int | None = None  # prototypes K; null: from the number of windows (ssl.defaults)
     hidden_dim: int = 512
     bottleneck_dim: int = 128
     nlayers: int = 3
@@ -72,7 +73,7 @@ class LossConfig:
 
 @dataclass
 class OptimConfig:
-    epochs: int = 30
+    epochs: int | None = None  # null: enough for about 2000 steps (ssl.defaults)
     batch_size: int = 64  # per rank; the LR scales with the global batch (batch_size × ranks)
     lr: float = 5e-4  # at a global batch of 256
     min_lr: float = 1e-6
@@ -91,7 +92,8 @@ class PretrainConfig:
     backbone: BackboneConfig = field(default_factory=lambda: BackboneConfig(drop_path_rate=0.1))
     frontend: FrontendConfig = field(default_factory=FrontendConfig)
     crops: MultiCropConfig = field(default_factory=MultiCropConfig)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # rotation_max_deg null: mounting-scale rotations (ssl.defaults), not the full sphere
+    augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(rotation_max_deg=None))
     head: HeadConfig = field(default_factory=HeadConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -99,8 +101,10 @@ class PretrainConfig:
 
     def validate(self) -> None:
         self.runtime.validate()
-        if self.optim.epochs < 1 or self.optim.batch_size < 1:
-            raise WearspecError("optim.epochs and optim.batch_size: expected ≥ 1")
+        if (self.optim.epochs is not None and self.optim.epochs < 1) or self.optim.batch_size < 1:
+            raise WearspecError("optim.epochs and optim.batch_size: expected ≥ 1 (epochs null: derived)")
+        if self.head.out_dim is not None and self.head.out_dim < 2:
+            raise WearspecError(f"head.out_dim: expected ≥ 2 prototypes (null: derived), got {self.head.out_dim}")
         if self.loss.centering not in CENTERINGS:
             raise WearspecError(f"loss.centering: expected {' or '.join(CENTERINGS)}, got {self.loss.centering!r}")
         if self.loss.sinkhorn_iters < 1:
@@ -193,8 +197,12 @@ def run_pretrain(cfg: PretrainConfig) -> dict:
     if not cfg.store:
         raise WearspecError("store: the window store to pretrain on is required (store=PATH)")
     store = WindowStore(cfg.store)
-    tr = Trainer(LoopSpec("pretrain", "optim", out, cfg.runtime, dist, store,
-                          _select(store, cfg.exclude_subjects), o.batch_size, o.epochs, o.clip_grad))
+    selected = _select(store, cfg.exclude_subjects)
+    # settings left null are derived from the store (ssl.defaults) and saved resolved in config.yaml
+    derived = derive_pretrain_settings(cfg, StoreShape(len(selected), store.window, store.rate,
+                                                       tuple(store.channels)), dist.world_size)
+    tr = Trainer(LoopSpec("pretrain", "optim", out, cfg.runtime, dist, store, selected, o.batch_size, o.epochs,
+                          o.clip_grad))
 
     # -- networks, optimiser and per-step schedules -------------------------------------------------
     nets = _build(cfg, store, dev)
@@ -220,6 +228,11 @@ def run_pretrain(cfg: PretrainConfig) -> dict:
     log = tr.start(to_dict(cfg), to_yaml(cfg), f"pretrain: {len(tr.dataset)} windows, {ranks} × batch "
                    f"{o.batch_size}, {tr.steps_per_epoch} steps/epoch, {tr.total} steps; input "
                    f"{tuple(nets.input_size)}", [student, teacher])
+    if derived and dist.is_main:
+        log.info("pretrain: derived from the store: " + "; ".join(
+            f"{k}={v['value']} ({v['why']})" for k, v in derived.items()))
+        log.log(tr.step, event="derived_settings",
+                **{k: v["value"] for k, v in derived.items()})
     fwd_s = wrap(student, dist.distributed, cfg.runtime.compile)  # DDP gives every rank rank 0's initial student
     if state is None:
         teacher.load_state_dict(student.state_dict())  # so the teachers start equal on every rank too
@@ -250,6 +263,7 @@ def _step_hooks(cfg: PretrainConfig, nets: _Nets, tr: Trainer, sched: dict[str, 
     norm; then the EMA teacher, the collapse statistics and the centres (see the module docstring)."""
     student, teacher, view_loss, region_loss = nets.student, nets.teacher, nets.view_loss, nets.region_loss
     lc, n_global, monitor = cfg.loss, cfg.crops.n_global, CollapseMonitor()
+    guard = CollapseGuard(_collapse_check_from(cfg, tr), window=max(1, min(50, tr.total // 10)))
 
     def loss(crops, step: int, epoch: int):
         s = fwd_s(crops)
@@ -280,6 +294,7 @@ def _step_hooks(cfg: PretrainConfig, nets: _Nets, tr: Trainer, sched: dict[str, 
             region_loss.update_center(t["dense"])
         if warning := monitor.update(aux["stats"]):
             log.info(f"step {i + 1}: {warning}")
+        _judge_collapse(guard, i + 1, aux["stats"], cfg.runtime.on_collapse, tr, log)
 
     def metrics(i: int, aux: dict) -> dict:
         item = {k: aux[k].item() if aux[k] is not None else None for k in ("view", "region", "koleo")}
@@ -299,8 +314,33 @@ def _step_hooks(cfg: PretrainConfig, nets: _Nets, tr: Trainer, sched: dict[str, 
                 "region_loss": region_loss.state_dict() if region_loss is not None else {}}
 
     return StepHooks(inputs=lambda batch: nets.views(batch["x"].to(tr.device, non_blocking=True), tr.generator),
-                     loss=loss, clipped=student.parameters, state=state, replicas=torch.nn.ModuleList([student, teacher]),
+                     loss=loss, clipped=student.parameters, state=state,
+                     replicas=torch.nn.ModuleList([student, teacher]),
                      metrics=metrics, before_clip=before_clip, after_update=after_update, epoch_end=epoch_end)
+
+
+def _collapse_check_from(cfg: PretrainConfig, tr: Trainer) -> int:
+    """The first step at which a collapsed teacher is a verdict, not a phase: after the LR and teacher-temperature
+    warm-ups and a fifth of the run (every teacher starts near uniform)."""
+    spe = tr.steps_per_epoch
+    return max(cfg.optim.warmup_epochs * spe, cfg.loss.warmup_teacher_temp_epochs * spe, tr.total // 5)
+
+
+def _judge_collapse(guard: CollapseGuard, step: int, stats: dict, on_collapse: str, tr: Trainer,
+                    log: RunLogger) -> None:
+    """Feed the guard; on a verdict (agreed by every rank: one that sees a collapse stops them all), stop the run
+    with :class:`CollapseError` (``runtime.on_collapse=stop``: no encoder is written) or warn once."""
+    verdict = guard.update(step, stats)
+    if tr.spec.dist.distributed and step >= guard.check_from:
+        flag = du.all_reduce_max(torch.tensor([1.0 if verdict else 0.0], device=tr.device))
+        if flag.item() > 0 and verdict is None:
+            guard.done = True
+            verdict = f"collapse: another rank's teacher collapsed by step {step} (see its log)"
+    if verdict is None:
+        return
+    if on_collapse == "stop":
+        raise CollapseError(f"pretrain: {verdict}; stopped (no encoder written; runtime.on_collapse=warn goes on)")
+    log.info(f"step {step}: warning: {verdict}")
 
 
 def _online_knn(teacher: SSLNet, store: WindowStore, cfg: PretrainConfig, dev, log: RunLogger, step: int,

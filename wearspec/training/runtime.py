@@ -31,7 +31,7 @@ class RuntimeConfig:
     """How a run executes; may change between a run and its resume (unlike the experiment settings)."""
 
     device: str = "auto"  # auto | cpu | cuda[:N]
-    amp: str = "auto"  # auto (bf16 where native: bf16 CUDA GPUs, CPUs with AVX512-BF16/AMX; else none) | none | bf16 | fp16 (GPU)
+    amp: str = "auto"  # auto: bf16 where native (bf16 GPUs, CPUs with AVX512-BF16/AMX), else none | bf16 | fp16
     compile: bool = False  # torch.compile the trained networks
     num_workers: int = 0  # DataLoader workers
     seed: int = 0
@@ -42,12 +42,15 @@ class RuntimeConfig:
     logger: str = "console"  # console | wandb (offline unless WANDB_MODE says otherwise)
     knn_every: int = 0  # pretraining: epochs between online k-NN checks when the store has labels (0 = off)
     progress_s: float = 30.0  # seconds between progress lines when stderr is not a terminal (a bar on one)
+    on_collapse: str = "stop"  # pretraining: a teacher still collapsed after warm-up stops the run (stop) or warns
 
     def validate(self) -> None:
         if self.amp not in AMP_MODES:
             raise WearspecError(f"runtime.amp: expected auto, none, bf16 or fp16, got {self.amp!r}")
         if self.ckpt_every < 1 or self.log_every < 1 or self.max_steps < 0 or self.num_workers < 0:
             raise WearspecError("runtime.ckpt_every and log_every: expected ≥ 1; max_steps, num_workers ≥ 0")
+        if self.on_collapse not in ("stop", "warn"):
+            raise WearspecError(f"runtime.on_collapse: expected stop or warn, got {self.on_collapse!r}")
         if self.keep_last < 0 or self.knn_every < 0 or not self.progress_s > 0:
             raise WearspecError(f"runtime.keep_last, knn_every: expected ≥ 0 and progress_s > 0, got "
                                 f"{self.keep_last}, {self.knn_every}, {self.progress_s}")
