@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import expect_prepare_error
-from devicefiles import write_cwa
+from devicefiles import write_cwa, write_geneactiv_bin, write_gt3x
 from wearspec.config import load_config
 from wearspec.data.prepare import PrepareConfig, prepare
 
@@ -89,3 +89,23 @@ def test_device_errors(tmp_path):
     expect_prepare_error("device", f, out, cfg(), "P01.cwa", "cannot read as a .cwa device file", "checksum")
     (tmp_path / "notes.txt").write_text("x")
     expect_prepare_error("device", tmp_path / "notes.txt", out, cfg(), "notes.txt", "expected a device file")
+
+
+@pytest.mark.parametrize("suffix,fmt", [(".bin", "GeneActiv BIN"), (".gt3x", "Actigraph GT3X"), (".cwa", "Axivity CWA")])
+def test_each_format_through_prepare(tmp_path, suffix, fmt):
+    rate = 30 if suffix == ".gt3x" else 50
+    acc = wrist(rate * 20, float(rate), 0.5)
+    f = tmp_path / f"S07_left{suffix}"
+    if suffix == ".bin":
+        write_geneactiv_bin(f, acc, float(rate), START.replace(microsecond=0), per_page=100)
+    elif suffix == ".gt3x":
+        write_gt3x(f, acc, rate, START.replace(microsecond=0))
+    else:
+        write_cwa(f, acc, float(rate), START)
+    store, _ = prepare("device", f, tmp_path / "out", cfg(f"window.rate={rate}"), progress=False)
+    assert store.subject_names == ["S07"] and store.meta["devices"][f.name]["format"] == fmt
+    assert 18 <= len(store) <= 19
+    x = store.read(4)  # from 4 s
+    expected = 0.8 * np.sin(2 * np.pi * 0.5 * (4 + np.arange(2 * rate) / rate))
+    np.testing.assert_allclose(x[0], expected, atol=0.02)
+    np.testing.assert_allclose(x[1:], np.broadcast_to([[0.5], [1.0]], x[1:].shape), atol=0.01)
