@@ -211,3 +211,58 @@ def test_demo_refuses_more_pretraining_processes_than_gpus(tmp_path, monkeypatch
     with pytest.raises(WearspecError, match=r"nproc=2 with 1 GPU\(s\).*pretrain.runtime.device=cpu"):
         step_pretrain(load_config(DemoConfig, None, ["nproc=2"]), tmp_path, done)
     assert not any(tmp_path.iterdir())  # nothing written, nothing launched
+
+
+def test_report_shows_the_classical_rows_and_opens_with_the_verdict(tmp_path):
+    """The report built from hand-made step files: the classical baseline beside the probes, the verdict first."""
+    from test_verdict import write_fake_run
+
+    from wearspec.demo.report import write_report
+
+    out = write_fake_run(tmp_path / "run", ssl=0.85, random=0.6, classical=0.95)
+    paths = write_report(out)
+    md, html = paths["markdown"].read_text(), paths["html"].read_text()
+    probe = json.loads((out / "probe" / "teacher" / "report.json").read_text())
+    for m, label in (("logreg", "features+LR"), ("forest", "features+RF")):
+        row = next(line for line in md.splitlines() if line.startswith(f"| classical baseline, {label} |"))
+        assert f"{probe['classical'][m]['pooled']['macro_f1']:.3f}" in row
+        assert f"classical baseline, {label}" in html
+    headings = [line for line in md.splitlines() if line.startswith("## ")]
+    assert headings[0] == "## Verdict" and html.index("<h2>Verdict</h2>") < html.index("<h2>Data</h2>")
+    verdict = json.loads((out / "report" / "verdict.json").read_text())
+    assert len(verdict) == 6
+    for v in verdict:
+        assert v["sentence"] in md
+        if v["diff"]:
+            assert f"{v['diff']['estimate']:+.3f}" in md and f"{v['diff']['low']:+.3f}" in md
+    assert "The classical baseline beat every deep model here" in md and "Pretraining helped" in md
+
+
+def test_report_says_when_the_classical_baseline_was_off(tmp_path):
+    from test_verdict import write_fake_run
+
+    from wearspec.demo.report import write_report
+
+    md = write_report(write_fake_run(tmp_path / "run", classical_enabled=False))["markdown"].read_text()
+    assert "Classical baseline: not run (probe.classical.enabled=false)." in md and "| classical baseline, features" not in md
+
+
+def test_held_out_reports_score_both_graphs_per_test_subject(tmp_path):
+    """The INT8 verdict's per-subject scores: each graph's predictions on the test subjects' labelled windows."""
+    from test_runtime import make_bundle, reference
+
+    from wearspec.demo.recipe import held_out_reports
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((30, 3, 20)).astype(np.float32)
+    store = SimpleNamespace(subject_names=["a", "b", "c"], subjects=np.repeat([0, 1, 2], 10),
+                            labels=np.where(np.arange(30) % 7 == 0, -1, reference(x).argmax(1) * (np.arange(30) < 25)),
+                            label_names=["sit", "stand", "walk", "run"], read_batch=lambda idx: x[idx])
+    reps = held_out_reports(store, str(make_bundle(tmp_path / "b", int8=True)), ["b", "c"], 0, seed=0)
+    labelled = (store.labels >= 0) & (store.subjects > 0)
+    for precision in ("fp32", "int8"):
+        r = reps[precision]
+        assert sorted(r["per_subject"]) == ["b", "c"] and r["n"] == labelled.sum()
+        assert r["per_subject"]["b"]["accuracy"] == 1.0 and r["per_subject"]["c"]["accuracy"] < 1.0
+    capped = held_out_reports(store, str(make_bundle(tmp_path / "b2", int8=True)), ["b", "c"], 5, seed=0)
+    assert capped["int8"]["n"] == 5

@@ -7,10 +7,13 @@ pretraining and fine-tuning resume from their newest checkpoints):
                 pretraining pool) or the store given as ``store=``; one subject-wise split (test and validation
                 subjects are held out of pretraining); counts and example spectrograms per class.
 2. ``pretrain`` EsViT/DINO under ``torchrun --standalone --nproc_per_node=N`` (gloo on CPU, nccl on GPUs).
-3. ``probe``    linear probe and k-NN of the pretrained teacher and of the same backbone randomly initialised.
+3. ``probe``    linear probe and k-NN of the pretrained teacher and of the same backbone randomly initialised,
+                and the classical baseline (hand-crafted features + logistic regression / random forest) on the
+                same split, in the teacher's report (``probe.classical.enabled=false``: off).
 4. ``finetune`` DeSepTr: a CNN teacher, then a student initialised from the SSL backbone with class +
                 distillation heads.
-5. ``export``   ONNX bundle with the front end inside, INT8 Q/DQ, parity gates.
+5. ``export``   ONNX bundle with the front end inside, INT8 Q/DQ, parity gates; FP32 and INT8 scored per test
+                subject (the report's INT8 verdict).
 6. ``stream``   a held-out recording replayed through the bundle (ONNX Runtime), compared with batch inference.
 7. ``engine``   a TensorRT engine when ``tensorrt`` and a GPU are present (recorded as skipped otherwise).
 8. ``report``   ``OUTPUT/report/report.html`` (self-contained) and ``report.md``: every number read from the
@@ -277,12 +280,18 @@ def _probe_config(cfg: DemoConfig, out: Path, done: dict, which: str) -> ProbeCo
 def step_probe(cfg: DemoConfig, out: Path, done: dict) -> dict:
     from wearspec.evaluate.probe import run_probe
 
+    def scores(rep: dict, methods) -> dict:
+        return {m: {**rep[m]["pooled"], "subject_summary": rep[m]["subject_summary"]} for m in methods}
+
     result = {}
     for which in ("teacher", "random"):
-        rep = run_probe(_probe_config(cfg, out, done, which))
-        result[which] = {m: {**rep[m]["pooled"], "subject_summary": rep[m]["subject_summary"]}
-                         for m in ("linear", "knn")}
-        result[which]["report"] = str(out / "probe" / which / "report.json")
+        p = _probe_config(cfg, out, done, which)
+        # the classical baseline reads the windows, not the encoder: once, in the teacher's report, is enough
+        p.classical.enabled = p.classical.enabled and which == "teacher"
+        rep = run_probe(p)
+        result[which] = {**scores(rep, ("linear", "knn")), "report": str(out / "probe" / which / "report.json")}
+        if rep.get("classical"):
+            result["classical"] = scores(rep["classical"], rep["classical"]["models"])
     return result
 
 
@@ -313,8 +322,35 @@ def step_export(cfg: DemoConfig, out: Path, done: dict) -> dict:
     e.checkpoint, e.store, e.output = done["finetune"]["student"], str(_store(cfg, out)), str(out / "bundle")
     e.split, e.overwrite = _split(done), True  # a bundle without this step's record is from an interrupted run
     summary = run_export(e)
+    held_out = (held_out_reports(WindowStore(_store(cfg, out)), summary["bundle"], done["data"]["test_subjects"],
+                                 cfg.export.accuracy_windows, cfg.pretrain.runtime.seed)
+                if summary["int8"] else None)
     return {"bundle": summary["bundle"], "parity": summary["parity"], "int8": summary["int8"],
-            "fp16": summary["fp16"], "opset": summary["opset"], "notes": summary["notes"]}
+            "fp16": summary["fp16"], "opset": summary["opset"], "notes": summary["notes"], "held_out": held_out}
+
+
+def held_out_reports(store: WindowStore, bundle: str, subjects: list[str], max_windows: int, seed: int) -> dict:
+    """``{"fp32", "int8": classification_report}`` of the bundle's two ONNX graphs (ONNX Runtime) on the labelled
+    windows of the test ``subjects`` (at most ``max_windows``, drawn with ``seed``; 0 = all): the per-subject
+    scores the report's INT8 verdict resamples (the bundle itself records pooled scores only)."""
+    from wearspec.deploy.runtime.backends import load_backend
+    from wearspec.evaluate.metrics import classification_report
+
+    codes = [store.subject_names.index(s) for s in subjects]
+    idx = np.flatnonzero(np.isin(store.subjects, codes) & (store.labels >= 0))
+    if max_windows and len(idx) > max_windows:
+        idx = np.sort(np.random.default_rng(seed).choice(idx, size=max_windows, replace=False))
+    reports = {}
+    for precision in ("fp32", "int8"):
+        be = load_backend(bundle, "onnxruntime", precision=precision)
+        try:
+            pred = np.concatenate([be.infer(store.read_batch(idx[i:i + 256])).argmax(1)
+                                   for i in range(0, len(idx), 256)]) if len(idx) else np.zeros(0, np.int64)
+        finally:
+            be.close()
+        reports[precision] = classification_report(store.labels[idx], pred, store.subjects[idx], store.label_names,
+                                                   store.subject_names)
+    return reports
 
 
 def replay_recording(store: WindowStore, subjects: list[str], max_windows: int) -> tuple[np.ndarray, np.ndarray, str]:
@@ -375,7 +411,9 @@ def step_stream(cfg: DemoConfig, out: Path, done: dict) -> dict:
               "agreement_with_batch": agree, "max_probability_difference": max_diff,
               "labelled_predictions": len(scored),
               "accuracy_vs_labels": float(np.mean([a == b for a, b in scored])) if scored else None,
-              "latency": stats, "source": str(source), "predictions_csv": str(folder / "predictions.csv")}
+              "latency": stats, "latencies_ms": [p.latency_ms for p in preds],
+              "hop_ms": 1000.0 * store.hop / store.rate, "source": str(source),
+              "predictions_csv": str(folder / "predictions.csv")}
     write_json(folder / "stream.json", result)
     if agree < 1.0:
         raise WearspecError(f"stream: streaming and batch inference disagree on {1 - agree:.1%} of the windows")

@@ -1,8 +1,10 @@
 """The demo report: ``report.md`` and a self-contained ``report.html`` (images inlined), from the run's files.
 
 Every number comes from a file a step wrote: ``steps/*.json``, ``data/summary.json``, the probe and fine-tuning
-``report.json`` files, ``bundle/bundle.json``, ``stream/stream.json`` and ``report/figures.json``. The text is
-built once as a list of blocks (heading, paragraph, table, image) and rendered twice.
+``report.json`` files (the probe's hold the classical baseline's rows), ``bundle/bundle.json``,
+``stream/stream.json`` and ``report/figures.json``. The text is built once as a list of blocks (heading,
+paragraph, table, image) and rendered twice. The verdict block at the top (:mod:`wearspec.demo.verdict`) is also
+written as ``report/verdict.json``.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from typing import Any
 
 from wearspec import __version__
 from wearspec.demo.steps import STEPS
-from wearspec.utils.io import write_text
+from wearspec.demo.verdict import RESAMPLES, Verdict, classical_section, verdicts
+from wearspec.utils.io import write_json, write_text
 
 
 class Doc:
@@ -115,6 +118,7 @@ def build(out: Path) -> Doc:
     steps = {s: _load(out / "steps" / f"{s}.json") for s in STEPS}
     doc = Doc()
     doc.h(1, "wearspec demo report")
+    _verdict(doc, verdicts(out))
     data = steps["data"] or {}
     doc.p(f"wearspec {__version__}. Store {data.get('store')}; held-out test subjects "
           f"{', '.join(data.get('test_subjects', []))}; validation subjects {', '.join(data.get('val_subjects', []))} "
@@ -130,6 +134,22 @@ def build(out: Path) -> Doc:
     _stream(doc, out)
     _engine(doc, steps["engine"])
     return doc
+
+
+def _verdict(doc: Doc, items: list[Verdict]) -> None:
+    """The conclusions first: one sentence per comparison, then their numbers (module docstring of verdict)."""
+    doc.h(2, "Verdict")
+    for v in items:
+        doc.p(v.sentence)
+    doc.table(["comparison", "A", "B", "A − B", "95 % interval", "resampled"],
+              [[v.title, v.a, v.b, f"{v.diff.estimate:+.3f} {v.unit}" if v.diff else None,
+                f"{v.diff.low:+.3f} … {v.diff.high:+.3f}" if v.diff else None,
+                f"{v.diff.n} {v.resampled}" if v.diff else None] for v in items])
+    doc.p(f"Macro-F1 differences are means over the test subjects of the per-subject difference; the 95 % "
+          f"interval is a bootstrap that resamples test subjects with replacement ({RESAMPLES} times, seeded), so "
+          f"with few test subjects it is wide. An interval that holds zero is no clear difference. The best deep "
+          f"model is chosen on these same subjects, which favours it. Latency: hop interval − p99 latency, "
+          f"predictions resampled.")
 
 
 def _status(step: str, rec: dict | None) -> str:
@@ -164,14 +184,25 @@ def _pretrain(doc: Doc, out: Path, p: dict) -> None:
 
 
 def _probe(doc: Doc, out: Path) -> None:
-    doc.h(2, "Linear probe and k-NN on held-out subjects")
+    doc.h(2, "Linear probe and k-NN on held-out subjects, beside the classical baseline")
     rows = []
     for which, name in (("teacher", "SSL teacher"), ("random", "random init")):
         rep = _load(out / "probe" / which / "report.json")
         for m, mname in (("linear", "linear probe"), ("knn", f"k-NN (k={rep['knn'].get('k')})" if rep else "k-NN")):
             if rep:
                 rows.append(_scores_row(f"{name}, {mname}", rep[m]["pooled"], rep[m]["subject_summary"]))
+    classical = classical_section(out)
+    for m in (classical or {}).get("models", []):
+        rows.append(_scores_row(f"classical baseline, {classical['labels'][m]}", classical[m]["pooled"],
+                                classical[m]["subject_summary"]))
     doc.table(SCORE_HEADER, rows)
+    if classical:
+        doc.p(f"Classical baseline: {classical['features']['count']} hand-crafted features per window (per-channel "
+              f"statistics, percentiles, band powers, magnitudes, correlations) with logistic regression and a "
+              f"random forest, fitted on the same training subjects and scored on the same test subjects; deep "
+              f"features are worth their cost where they beat these rows.")
+    else:
+        doc.p("Classical baseline: not run (probe.classical.enabled=false).")
     doc.img(out / "probe" / "teacher" / "confusion_linear.png", "Linear probe of the SSL teacher: confusion matrix")
     fig = _load(out / "report" / "figures.json") or {}
     emb = fig.get("embedding") or {}
@@ -265,10 +296,11 @@ def _engine(doc: Doc, e: dict | None) -> None:
 
 
 def write_report(out: str | os.PathLike) -> dict[str, Path]:
-    """Write ``out/report/report.md`` and ``report.html`` (atomic) → their paths."""
+    """Write ``out/report/report.md``, ``report.html`` and ``verdict.json`` (atomic) → the report's paths."""
     out = Path(out)
     folder = out / "report"
     doc = build(out)
+    write_json(folder / "verdict.json", [v.to_dict() for v in verdicts(out)])
     write_text(folder / "report.md", doc.markdown(folder))
     write_text(folder / "report.html", doc.html("wearspec demo report"))
     return {"markdown": folder / "report.md", "html": folder / "report.html"}
