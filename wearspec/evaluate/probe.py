@@ -194,8 +194,10 @@ def _table(report: dict) -> str:
                      f"k-NN: {ksel['features']}")
     if classical.get("enabled"):
         f = classical["features"]
+        chosen = ", ".join(f"{sel['C']:g}" for sel in classical.get("logreg", {}).get("selection", []))
         lines.append(f"{' and '.join(CLASSICAL_MODELS[m] for m in classical['models'])}: {f['count']} hand-crafted "
-                     f"features per window, on the same splits (classical.enabled=false: off)")
+                     f"features per window, on the same splits{f' (LR C per split: {chosen})' if chosen else ''}; "
+                     "classical.enabled=false: off")
     return "\n".join(lines)
 
 
