@@ -65,6 +65,17 @@ def test_features_match_reference(rng, t, rate, dtype):
         np.testing.assert_allclose(feats[n], [ref[k] for k in names], rtol=2e-5, atol=2e-5)
 
 
+def test_long_windows_are_cut_into_smaller_chunks(rng, monkeypatch):
+    x = rng.normal(size=(10, 3, 50)).astype(np.float32)
+    whole, _ = window_features(x, 25.0, ["x", "y", "z"])
+    monkeypatch.setattr(cl, "CHUNK_VALUES", 4 * 50 * 3)  # 4 signals (3 channels and |xyz|): 3 windows a chunk
+    sizes = []
+    real = cl._features_chunk
+    monkeypatch.setattr(cl, "_features_chunk", lambda part, *a: sizes.append(len(part)) or real(part, *a))
+    np.testing.assert_array_equal(window_features(x, 25.0, ["x", "y", "z"])[0], whole)
+    assert sizes == [3, 3, 3, 1]
+
+
 def test_constant_channels_give_zero_not_nan(rng):
     x = rng.normal(size=(4, 3, 64)).astype(np.float32)
     x[:, 1] = 0.1  # constant, not representable exactly: de-meaning leaves rounding dust

@@ -63,6 +63,7 @@ SIGNAL_STATS = ("mean", "sd", "min", "max", *(f"p{q}" for q in PERCENTILES), "iq
                 "dom_freq", "dom_share")
 POWER_FLOOR = 1e-6  # units²: band powers are log(1 + P / floor)
 MAX_CORR_CHANNELS = 12
+CHUNK_VALUES = 1 << 22  # float64 values of one chunk's signals (32 MB; a few temporaries of that size at once)
 MODELS = {"logreg": "features+LR", "forest": "features+RF"}  # key → row label in report tables
 
 
@@ -76,7 +77,7 @@ class ClassicalConfig:
     n_trees: int = 300  # random-forest trees
     min_samples_leaf: int = 1  # random-forest leaves (raise it for very many windows: smaller, faster trees)
     n_jobs: int = 2  # forest cores (-1: all)
-    chunk: int = 4096  # windows per feature chunk (memory ≈ chunk × signals × window × 8 bytes × a few)
+    chunk: int = 4096  # windows read from the store at a time (features are computed in ≤ 32 MB pieces of them)
 
     def validate(self) -> None:
         bad = [m for m in self.models if m not in MODELS]
@@ -190,7 +191,8 @@ def _features_chunk(x: np.ndarray, rate: float, groups, bands) -> np.ndarray:
 def window_features(x: np.ndarray, rate: float, channels: Sequence[str],
                     chunk: int = 4096) -> tuple[np.ndarray, list[str]]:
     """Hand-crafted features of raw windows (module docstring): x (N, C, T) float16/float32 →
-    (features (N, F) float32, names: F strings). ``chunk`` windows are processed at a time."""
+    (features (N, F) float32, names: F strings). At most ``chunk`` windows are processed at a time, fewer
+    for long windows, so that a chunk's signals hold at most ``CHUNK_VALUES`` float64 values."""
     x = np.asarray(x)
     if x.ndim != 3 or x.shape[1] != len(channels) or x.shape[2] < 2:
         raise WearspecError(f"window_features: expected windows (N, {len(channels)}, T ≥ 2) for channels "
@@ -200,8 +202,9 @@ def window_features(x: np.ndarray, rate: float, channels: Sequence[str],
     groups, bands = magnitude_groups(channels), band_edges(rate, x.shape[2])
     names = feature_names(channels, rate, x.shape[2])
     out = np.empty((x.shape[0], len(names)), np.float32)
-    for a in range(0, x.shape[0], max(1, int(chunk))):
-        part = x[a:a + chunk]
+    step = max(1, min(int(chunk), CHUNK_VALUES // ((x.shape[1] + len(groups)) * x.shape[2])))
+    for a in range(0, x.shape[0], step):
+        part = x[a:a + step]
         if not np.isfinite(part).all():
             bad = a + int(np.flatnonzero(~np.isfinite(part).reshape(len(part), -1).all(1))[0])
             raise WearspecError(f"window_features: window {bad} holds NaN/Inf; expected finite values")
