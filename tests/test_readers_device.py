@@ -109,3 +109,24 @@ def test_each_format_through_prepare(tmp_path, suffix, fmt):
     expected = 0.8 * np.sin(2 * np.pi * 0.5 * (4 + np.arange(2 * rate) / rate))
     np.testing.assert_allclose(x[0], expected, atol=0.02)
     np.testing.assert_allclose(x[1:], np.broadcast_to([[0.5], [1.0]], x[1:].shape), atol=0.01)
+
+
+def test_calibration_and_nonwear_recorded_in_the_manifest(tmp_path):
+    rate, rng = 25.0, np.random.default_rng(0)
+    parts = []
+    for k in range(40):  # still in many orientations (miscalibrated by 0.04 g on x), then a still hour
+        g = rng.normal(size=3)
+        parts.append(np.tile(g / np.linalg.norm(g) - [0.04, 0, 0], (int(12 * rate), 1)))
+        parts.append(rng.normal(scale=0.4, size=(int(12 * rate), 3)))
+    parts.append(np.tile([0.0, 0.0, 1.0], (int(3600 * rate), 1)) + rng.normal(scale=0.002, size=(int(3600 * rate), 3)))
+    acc = np.clip(np.concatenate(parts), -7.9, 7.9)
+    f = write_cwa(tmp_path / "P09.cwa", acc, rate, START)
+    store, _ = prepare("device", f, tmp_path / "out",
+                       cfg("window.rate=25", "window.length_s=10", "window.hop_s=10", "device.calibrate=true",
+                           "device.nonwear=drop", "device.nonwear_window_s=1800"), progress=False)
+    info = store.meta["devices"]["P09.cwa"]
+    assert info["calibration"]["applied"] and abs(info["calibration"]["offset_g"][0] - 0.04) < 0.01
+    (begin, end), = info["nonwear"]["periods_s"]
+    assert 960 <= begin <= 960 + 450 and end > 960 + 3500  # found on a grid of a quarter window
+    inside = (store.starts + 10 > begin + 0.5) & (store.starts < end)
+    assert not inside.any() and (store.starts < begin).sum() > 100  # the windows of the non-wear period are dropped

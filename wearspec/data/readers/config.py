@@ -105,3 +105,14 @@ class DeviceConfig:
     subjects_csv: str = ""
     gyroscope: bool = False  # add gx, gy, gz (°/s); every file must then have a gyroscope (AX6)
     max_gap_s: float = 1.0  # a longer pause between samples splits the recording: no window straddles it
+    calibrate: bool = False  # gravity autocalibration: sphere fit on still periods (van Hees 2014)
+    nonwear: str = "off"  # off | flag (periods in the manifest) | drop (their samples become missing)
+    nonwear_window_s: float = 3600.0  # non-wear: ≥ 2 axes with SD < 13 mg or range < 50 mg over this long
+
+    def validate(self) -> None:
+        from wearspec.errors import WearspecError
+
+        if self.nonwear not in ("off", "flag", "drop"):
+            raise WearspecError(f"device.nonwear: expected off, flag or drop, got {self.nonwear!r}")
+        if not self.max_gap_s > 0 or not self.nonwear_window_s > 0:
+            raise WearspecError("device.max_gap_s and device.nonwear_window_s: expected positive seconds")

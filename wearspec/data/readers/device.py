@@ -11,7 +11,11 @@ optional dependency: ``pip install 'wearspec[devices]'``. Each file is one subje
   no window straddles a gap; the rate of each part is its sample count over its duration, which
   follows clock drift and the device's true rate rather than the nominal one;
 * device metadata (format, hardware, serial, nominal rate, time zone, first sample) per file under
-  ``meta.devices`` in the store manifest (collected while the files are read).
+  ``meta.devices`` in the store manifest (collected while the files are read);
+* optional preprocessing (:mod:`~wearspec.data.preprocess`), recorded per file in the same place:
+  ``device.calibrate=true`` (gravity autocalibration), ``device.nonwear=flag|drop`` (non-wear periods
+  listed, or their samples made missing so that ``window.nan_policy`` drops the windows). Resampling
+  to ``window.rate`` is torchaudio's band-limited sinc, so it low-passes before decimating.
 
 The decoded file is held in memory (actfast decodes whole files); windowing goes through it in
 chunks (:mod:`~wearspec.data.chunked`), so its cost does not grow with the recording.
@@ -26,6 +30,7 @@ from typing import Iterator
 import numpy as np
 
 from wearspec.data.chunked import RecordingStream
+from wearspec.data.preprocess import calibrate_gravity, nonwear_periods
 from wearspec.data.readers import Source
 from wearspec.data.readers.tables import check_file, read_csv, require_path
 from wearspec.data.windowing import uniform_from_timestamps
@@ -123,12 +128,27 @@ def _recordings(f: Path, subject: str, cfg, devices: dict) -> Iterator[Recording
     parts = [(a, b) for a, b, _ in parts if b - a >= 2]
     meta["parts"] = [{"start_s": float(t[a]), "samples": b - a, "rate": (b - a - 1) / float(t[b - 1] - t[a])}
                      for a, b in parts]
+    _preprocess(x, t, max(meta["parts"], key=lambda p: p["samples"])["rate"], cfg.device, meta)
     name = f.stem if f.stem != subject else subject
     for k, ((a, b), info) in enumerate(zip(parts, meta["parts"])):
         rec = f"{name}#{k}" if len(parts) > 1 else name
         chunks = ((x[i : min(i + CHUNK_SAMPLES, b)].T, None) for i in range(a, b, CHUNK_SAMPLES))
         yield RecordingStream(subject=subject, recording=rec, rate=info["rate"], chunks=chunks,
                               start=float(t[a]), source=f"{f} (subject {subject}, part {k + 1} of {len(parts)})")
+
+
+def _preprocess(x: np.ndarray, t: np.ndarray, rate: float, d, meta: dict) -> None:
+    """Gravity calibration and non-wear detection on the accelerometer columns of ``x`` (n, C), in place,
+    as ``d`` (the device settings) asks; what was done goes into ``meta``."""
+    if d.calibrate:
+        x[:, :3], meta["calibration"] = calibrate_gravity(x[:, :3], rate)
+    if d.nonwear != "off":
+        periods = nonwear_periods(x[:, :3], rate, d.nonwear_window_s)
+        meta["nonwear"] = {"action": d.nonwear, "window_s": d.nonwear_window_s,
+                           "periods_s": [[float(t[a]), float(t[b - 1])] for a, b in periods]}
+        if d.nonwear == "drop":
+            for a, b in periods:
+                x[a:b] = np.nan  # missing: window.nan_policy drops (or fills) the windows that hold them
 
 
 def open_source(path: Path | None, cfg) -> Source:
