@@ -173,7 +173,8 @@ def test_classical_rows_beside_the_deep_ones(store, tmp_path, capsys):
     assert cl["enabled"] and cl["models"] == ["logreg", "forest"]
     for m, row in (("logreg", "features+LR"), ("forest", "features+RF")):
         r = cl[m]  # the probe's structure and the same test windows, pooled over the same folds
-        assert r["n"] == report["linear"]["n"] == 96 and r["per_subject"].keys() == report["linear"]["per_subject"].keys()
+        assert r["n"] == report["linear"]["n"] == 96
+        assert r["per_subject"].keys() == report["linear"]["per_subject"].keys()
         assert set(r["pooled"]) == {"n", "accuracy", "macro_f1", "kappa"} and len(r["selection"]) == 4
         assert r["pooled"]["macro_f1"] > 0.8  # template classes: features separate them too
         assert any(line.startswith(row) for line in table.splitlines())

@@ -82,7 +82,8 @@ class ClassicalConfig:
     def validate(self) -> None:
         bad = [m for m in self.models if m not in MODELS]
         if bad or not self.models:
-            raise WearspecError(f"classical.models: expected a non-empty list of {', '.join(MODELS)}, got {self.models}")
+            raise WearspecError(
+                f"classical.models: expected a non-empty list of {', '.join(MODELS)}, got {self.models}")
         if not self.logreg_cs or any(not c > 0 for c in self.logreg_cs):
             raise WearspecError(f"classical.logreg_cs: expected a non-empty list of numbers > 0, got {self.logreg_cs}")
         for name in ("n_trees", "min_samples_leaf", "chunk"):
