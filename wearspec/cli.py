@@ -1,6 +1,7 @@
 """The ``wearspec`` command: one subcommand per stage.
 
-Every subcommand takes ``--config FILE.yaml`` and trailing ``key.sub=value`` overrides. Bad input
+Every subcommand takes ``--config FILE.yaml`` (or a shipped recipe by name: ``wearspec configs``) and trailing
+``key.sub=value`` overrides. Bad input
 is reported on one line (``wearspec: error: …``) with exit status 2.
 """
 
@@ -146,10 +147,24 @@ def _stream(args: argparse.Namespace) -> int:
     return 0
 
 
+def _configs(args: argparse.Namespace) -> int:
+    """List the shipped recipes with their purpose, or print one (to copy and edit)."""
+    from wearspec.config import config_purpose, resolve_config, shipped_configs
+
+    if args.name:
+        print(resolve_config(args.name).read_text(), end="")
+        return 0
+    shipped = shipped_configs()
+    width = max(map(len, shipped), default=0)
+    for name, path in shipped.items():
+        print(f"{name:<{width}}  {config_purpose(path)}")
+    return 0
+
+
 def _recipe_parser(sub, name: str, func, help: str, description: str, example: str) -> None:
     p = sub.add_parser(name, help=help, description=description, epilog=f"example: {example}",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", help="YAML recipe (see configs/)")
+    p.add_argument("--config", help="YAML recipe: a file, or a shipped recipe by name (`wearspec configs` lists them)")
     p.add_argument("--print-config", action="store_true", help="print the resolved settings and exit")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. optim.epochs=10")
     p.set_defaults(func=func)
@@ -163,6 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_recipes(sub)
     _add_engine(sub)
     _add_stream(sub)
+    pc = sub.add_parser("configs", help="list the recipes that ship with wearspec, or print one",
+                        description="The recipes shipped inside the package, for --config NAME (a path still "
+                        "works). With a NAME, print that recipe, e.g. to start your own: "
+                        "wearspec configs pretrain_vit_tiny > mine.yaml")
+    pc.add_argument("name", nargs="?", help="a recipe to print")
+    pc.set_defaults(func=_configs)
     return p
 
 

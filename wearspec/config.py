@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import types
 import typing
 from pathlib import Path
@@ -183,10 +184,54 @@ def load_yaml(path: str | os.PathLike) -> dict:
     return data
 
 
+def shipped_configs() -> dict[str, Path]:
+    """The recipes that ship inside the package, ``wearspec/configs/*.yaml``: ``{name (no .yaml): file}``.
+
+    In a checkout ``wearspec/configs`` is a link to the top-level ``configs/`` (the one source, edited there);
+    a wheel holds copies (package data), so an installed wearspec has its recipes without a clone."""
+    from importlib.resources import files
+
+    folder = Path(str(files("wearspec") / "configs"))
+    if not folder.is_dir():
+        return {}
+    return {f.name[: -len(".yaml")]: f for f in sorted(folder.glob("*.yaml"))}
+
+
+def config_purpose(path: str | os.PathLike, width: int = 100) -> str:
+    """A recipe's one-line purpose: the first sentence of its leading comment (command examples, lines that start
+    with ``wearspec`` or ``torchrun``, are skipped), cut to ``width`` characters at a word."""
+    words: list[str] = []
+    for line in Path(path).read_text().splitlines():
+        text = line.lstrip("#").strip()
+        if not line.startswith("#") or (not text and words):
+            break
+        if text and not text.startswith(("wearspec ", "torchrun ")):
+            words.append(text)
+    first = re.split(r"(?<=[.!?])\s+(?=[A-Z`])", " ".join(words))[0]
+    return first if len(first) <= width else first[: width - 1].rsplit(" ", 1)[0] + " …"
+
+
+def resolve_config(path: str | os.PathLike) -> Path:
+    """``--config``: a file that exists is itself; otherwise a shipped recipe by name, given as ``NAME``,
+    ``NAME.yaml`` or ``configs/NAME.yaml`` (the README's paths then work from any folder, and after a ``pip
+    install`` without a clone)."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    shipped = shipped_configs()
+    name = p.name[: -len(".yaml")] if p.name.endswith(".yaml") else p.name
+    if name in shipped and p.parent in (Path("."), Path("configs")):
+        return shipped[name]
+    raise WearspecError(f"{p}: config file not found; expected a YAML file or a shipped recipe by name "
+                        f"({', '.join(shipped) or 'none shipped'}; `wearspec configs` lists them)")
+
+
 def load_config(cls: type[T], path: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> T:
-    """Defaults ← YAML file ← overrides, validated. Errors name the file or the override."""
+    """Defaults ← YAML file (a path or a shipped recipe's name: :func:`resolve_config`) ← overrides, validated.
+    Errors name the file or the override."""
     data = to_dict(cls())
     if path is not None:
+        path = resolve_config(path)
         file_data = load_yaml(path)
         try:
             from_dict(cls, _deep_update(to_dict(cls()), file_data))
