@@ -1,8 +1,7 @@
 """The ``wearspec`` command: one subcommand per stage.
 
 Every subcommand takes ``--config FILE.yaml`` (or a shipped recipe by name: ``wearspec configs``) and trailing
-``key.sub=value`` overrides. Bad input
-is reported on one line (``wearspec: error: …``) with exit status 2.
+``key.sub=value`` overrides. Bad input is reported on one line (``wearspec: error: …``) with exit status 2.
 """
 
 from __future__ import annotations
