@@ -42,6 +42,15 @@ class PrepareConfig:
     audio: AudioConfig = field(default_factory=AudioConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     device: DeviceConfig = field(default_factory=DeviceConfig)
+    # many input files (generic tables, device files): one store part per file, merged (wearspec.data.parts)
+    jobs: int = 1  # worker processes
+    shard: str = ""  # i/n: this machine's share of the sorted file list
+    keep_going: bool = False  # skip (and list) files that fail instead of stopping
+
+    @property
+    def by_file(self) -> bool:
+        """Whether the input is prepared file by file (:mod:`wearspec.data.parts`)."""
+        return self.jobs != 1 or bool(self.shard) or self.keep_going
 
 
 def fingerprint(reader: str, cfg: PrepareConfig, inputs: list[Path], source_meta: dict | None = None) -> str:
@@ -73,6 +82,10 @@ def prepare(
     path = Path(input_path) if input_path is not None else None
     if path is not None and not path.exists():
         raise WearspecError(f"{path}: input not found")
+    if cfg.by_file:
+        from wearspec.data.parts import prepare_parts
+
+        return prepare_parts(reader, path, output, cfg, progress=progress)
     source = module.open_source(path, cfg)
     fp = fingerprint(reader, cfg, source.inputs, source.meta)
     if check_output(output, fp, cfg.store.overwrite):

@@ -322,6 +322,7 @@ class WindowStore:
                     f"{f}: shard is missing or truncated (expected {s['windows'] * row_bytes} bytes, found {max(size, 0)})"
                 )
             self._shards.append((f, int(s["windows"])))
+        self._first_rows = np.concatenate([[0], np.cumsum([rows for _, rows in self._shards])])[:-1].astype(np.int64)
         self._fds: dict[int, int] = {}
         self._pid = os.getpid()
 
@@ -375,7 +376,8 @@ class WindowStore:
             return np.empty((0, c, t), dtype=np.float32)
         if idx.min() < 0 or idx.max() >= len(self):
             raise IndexError(f"window index out of range 0..{len(self) - 1}")
-        shard, row = np.divmod(idx, self.shard_windows)
+        shard = np.searchsorted(self._first_rows, idx, side="right") - 1  # shards may differ in size
+        row = idx - self._first_rows[shard]
         order = np.lexsort((row, shard))
         s_sorted, r_sorted = shard[order], row[order]
         raw = np.empty((idx.size, c, t), dtype="<" + self.dtype.str[1:])

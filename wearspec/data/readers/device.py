@@ -65,6 +65,11 @@ def device_files(path: Path) -> list[Path]:
     return files
 
 
+def input_files(path: Path, cfg) -> list[Path]:
+    """The files this reader would read at ``path``, one store part each (:mod:`wearspec.data.parts`)."""
+    return device_files(path)
+
+
 def subject_names(files: list[Path], root: Path, cfg) -> dict[Path, str]:
     """File → subject, from ``subjects_csv`` or ``subject_pattern`` (errors name the file)."""
     d = cfg.device
@@ -75,8 +80,10 @@ def subject_names(files: list[Path], root: Path, cfg) -> dict[Path, str]:
         table.require(["file", "subject"], "(device.subjects_csv)")
         mapping = dict(zip(np.char.strip(table.strings("file")).tolist(), np.char.strip(table.strings("subject")).tolist()))
         out = {}
+        base = root if root.is_dir() else table_path.parent  # rows name files relative to the input folder
         for f in files:
-            rel = f.relative_to(root).as_posix() if root.is_dir() else f.name
+            rel = f.resolve().relative_to(base.resolve()).as_posix() if f.resolve().is_relative_to(base.resolve()) \
+                else f.name
             subject = mapping.get(rel, mapping.get(f.name))
             if not subject:
                 raise WearspecError(f"{table_path}: no subject for {rel} (expected a row file,subject naming it)")

@@ -236,6 +236,14 @@ def _open_numpy(folder: Path, cfg) -> Source:
 # ---------------------------------------------------------------------------------------------
 
 
+def input_files(path: Path, cfg) -> list[Path]:
+    """The tables at ``path``, one store part each (:mod:`wearspec.data.parts`); numpy windows are one whole."""
+    if (path.is_file() and path.name == "X.npy") or (path.is_dir() and (path / "X.npy").exists()):
+        raise WearspecError(f"{path}: numpy windows are read as a whole; jobs, shard and keep_going apply to "
+                            "CSV/Parquet files")
+    return _table_files(path)
+
+
 def _table_files(path: Path) -> list[Path]:
     if path.is_file():
         if table_suffix(path) is None:
