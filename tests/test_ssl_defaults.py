@@ -134,3 +134,54 @@ def test_derived_settings_are_saved_resolved(store, tmp_path):
     assert event and event[0]["head.out_dim"] == saved.head.out_dim
     # the same command resumes: the derivation gives the same values
     run_pretrain(load_config(PretrainConfig, None, [f"store={store}", f"output={out}", *TINY, "runtime.max_steps=3"]))
+
+
+def test_token_masks_hide_a_share_of_half_the_samples():
+    from wearspec.ssl.masking import random_token_masks
+
+    g = torch.Generator().manual_seed(0)
+    m = random_token_masks(400, (3, 9), 0.5, g, "cpu")
+    assert m.shape == (400, 3, 9) and m.dtype == torch.bool
+    hidden = m.flatten(1).sum(1)
+    chosen = hidden > 0
+    assert 0.4 < chosen.float().mean() < 0.6  # sample_p = 0.5
+    assert hidden[chosen].min() >= 2 and hidden.max() <= 13  # ratio in [0.1, 0.5] of 27 patches
+    again = random_token_masks(400, (3, 9), 0.5, torch.Generator().manual_seed(0), "cpu")
+    assert torch.equal(m, again)
+    with pytest.raises(WearspecError):
+        random_token_masks(4, (3, 9), 1.0, g, "cpu")
+
+
+def test_masked_token_loss_counts_hidden_patches_only():
+    from wearspec.ssl.masking import MaskedTokenLoss
+
+    loss = MaskedTokenLoss(8, n_global=1, student_temp=0.1)
+    t = torch.randn(2, 5, 8)
+    s = torch.randn(2, 5, 8)
+    mask = torch.zeros(2, 5, dtype=torch.bool)
+    mask[0, 1] = mask[1, 3] = True
+    probs = torch.softmax(t / 0.04, -1)
+    ce = -(probs * torch.log_softmax(s / 0.1, -1)).sum(-1)
+    want = (ce[0, 1] + ce[1, 3]) / 2
+    assert torch.allclose(loss([s], [t], [mask], 0.04), want)
+    s2 = s.clone()
+    s2[0, 0] += 5.0  # a visible patch does not count
+    assert torch.allclose(loss([s2], [t], [mask], 0.04), want)
+
+
+def test_masked_forward_changes_only_through_the_mask_token():
+    from wearspec.models.backbones import BackboneConfig, build_backbone
+
+    torch.manual_seed(0)
+    bb = build_backbone(BackboneConfig(name="vit_tiny_cpu", embed_dim=32, depth=2, num_heads=2), 6, (9, 33)).eval()
+    x = torch.randn(2, 6, 9, 33)
+    grid = bb.token_grid((9, 33))
+    none = torch.zeros(2, *grid, dtype=torch.bool)
+    token = torch.zeros(32)
+    plain, masked = bb(x), bb.forward_masked(x, none, token)
+    assert torch.allclose(plain.tokens, masked.tokens, atol=1e-6) and masked.grid == plain.grid
+    some = none.clone()
+    some[0, 1, 2] = True
+    out = bb.forward_masked(x, some, token)
+    assert not torch.allclose(out.tokens[0], plain.tokens[0]) and torch.allclose(out.tokens[1], plain.tokens[1],
+                                                                                    atol=1e-6)

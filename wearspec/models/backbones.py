@@ -205,6 +205,22 @@ class SpectrogramBackbone(nn.Module):
         tokens = t.flatten(1, 2)
         return BackboneOutput(pooled=tokens.mean(1), tokens=tokens, grid=grid)
 
+    def forward_masked(self, x: Tensor, mask: Tensor, mask_token: Tensor) -> BackboneOutput:
+        """ViT only: :meth:`forward` with the patch embeddings at ``mask`` (B, h, w) bool replaced by
+        ``mask_token`` (D,) before the position embedding (iBOT's masked image modelling: the student predicts
+        what the teacher sees at the hidden patches). The token is the caller's parameter, so the encoder's
+        weights stay those of :meth:`forward`."""
+        if self.arch != "vit":
+            raise WearspecError("backbone: masked patches need a ViT (loss.mask_ratio > 0 with a Swin)")
+        x = self._prepare(x)
+        m = self.model
+        t = m.patch_embed(x)  # (B, h, w, D): dynamic_img_size keeps the grid
+        if mask.shape != t.shape[:3]:
+            raise WearspecError(f"backbone: mask {tuple(mask.shape)} does not match the patch grid {tuple(t.shape[:3])}")
+        t = torch.where(mask[..., None], mask_token.to(t.dtype), t)
+        t = m.norm(m.blocks(m.norm_pre(m.patch_drop(m._pos_embed(t)))))
+        return BackboneOutput(pooled=t[:, 0], tokens=t[:, 1:], grid=tuple(mask.shape[1:]))
+
     def probe_features(self, x: Tensor, n_last: int = 1, avgpool: bool = False) -> Tensor:
         """Linear-probe features (B, :meth:`probe_dim`), DINO/EsViT style.
 

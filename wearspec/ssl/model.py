@@ -22,23 +22,35 @@ from wearspec.ssl.heads import DINOHead
 class SSLNet(nn.Module):
     """encoder + DINO head (+ dense head). Inputs are spectrogram views (B, C, F_v, N_v)."""
 
-    def __init__(self, encoder: SpectrogramEncoder, head: DINOHead, dense_head: DINOHead | None = None):
+    def __init__(self, encoder: SpectrogramEncoder, head: DINOHead, dense_head: DINOHead | None = None,
+                 mask_token: bool = False):
         super().__init__()
         self.encoder, self.head, self.dense_head = encoder, head, dense_head
+        # the learned embedding of a hidden patch (masked-token prediction, wearspec.ssl.masking); it belongs to
+        # pretraining, not to the encoder, so exported encoders are unchanged
+        self.mask_token = (nn.Parameter(nn.init.trunc_normal_(torch.zeros(encoder.backbone.token_dim), std=0.02))
+                           if mask_token else None)
 
-    def forward(self, views: list[torch.Tensor]) -> dict[str, list[torch.Tensor]]:
-        """views: list of (B, C, F_v, N_v). Returns per view: ``cls`` (B, K) head logits, ``pooled`` (B, D)
-        backbone features, ``tokens`` (B, L_v, Dt) backbone token features and ``dense`` (B, L_v, K)
-        dense-head logits (if any).
-        Consecutive views of the same size go through the backbone as one batch."""
+    def forward(self, views: list[torch.Tensor], masks: list[torch.Tensor] | None = None
+                ) -> dict[str, list[torch.Tensor]]:
+        """views: list of (B, C, F_v, N_v); masks: None, or (B, h, w) bool patch masks for the first
+        ``len(masks)`` views (hidden patches, see :mod:`wearspec.ssl.masking`). Returns per view: ``cls`` (B, K)
+        head logits, ``pooled`` (B, D) backbone features, ``tokens`` (B, L_v, Dt) backbone token features and
+        ``dense`` (B, L_v, K) dense-head logits (if any).
+        Consecutive views of the same size (and masking) go through the backbone as one batch."""
         out: dict[str, list[torch.Tensor]] = {"cls": [], "pooled": [], "tokens": [], "dense": []}
+        n_masked = len(masks) if masks else 0
         i = 0
         while i < len(views):
             j = i + 1
-            while j < len(views) and views[j].shape == views[i].shape:
+            while j < len(views) and views[j].shape == views[i].shape and (j < n_masked) == (i < n_masked):
                 j += 1
             b = views[i].shape[0]
-            feats = self.encoder.backbone(torch.cat(views[i:j]))
+            if i < n_masked:
+                feats = self.encoder.backbone.forward_masked(torch.cat(views[i:j]), torch.cat(masks[i:j]),
+                                                             self.mask_token)
+            else:
+                feats = self.encoder.backbone(torch.cat(views[i:j]))
             cls = self.head(feats.pooled)
             dense = self.dense_head(feats.tokens) if self.dense_head is not None else None
             for k in range(j - i):

@@ -28,6 +28,7 @@ from wearspec.models.encoder import SpectrogramEncoder, encoder_meta
 from wearspec.ssl.heads import DINOHead, cancel_last_layer_gradients
 from wearspec.ssl.losses import CENTERINGS, DINOLoss, RegionLoss, esvit_loss, koleo_loss
 from wearspec.ssl.model import SSLNet, ViewMaker
+from wearspec.ssl.masking import MaskedTokenLoss, random_token_masks
 from wearspec.ssl.defaults import StoreShape, derive_pretrain_settings
 from wearspec.ssl.monitor import CollapseError, CollapseGuard, CollapseMonitor, collapse_stats
 from wearspec.ssl.multicrop import MultiCrop, MultiCropConfig
@@ -69,6 +70,10 @@ class LossConfig:
     koleo_weight: float = 0.0
     view_weight: float = 0.5
     region_weight: float = 0.5
+    # masked-token prediction (iBOT, ViT only; wearspec.ssl.masking): the most patches hidden in a student's
+    # global view (half of the samples, ratio uniform in [0.1, mask_ratio]); 0 = off
+    mask_ratio: float = 0.0
+    mask_weight: float = 1.0
 
 
 @dataclass
@@ -111,6 +116,9 @@ class PretrainConfig:
             raise WearspecError(f"loss.sinkhorn_iters: expected ≥ 1, got {self.loss.sinkhorn_iters}")
         if not self.loss.koleo_weight >= 0:
             raise WearspecError(f"loss.koleo_weight: expected ≥ 0, got {self.loss.koleo_weight}")
+        if not 0.0 <= self.loss.mask_ratio < 1.0 or self.loss.mask_weight < 0:
+            raise WearspecError(f"loss.mask_ratio / mask_weight: expected [0, 1) and ≥ 0, got {self.loss.mask_ratio}, "
+                                f"{self.loss.mask_weight}")
         if self.loss.koleo_weight > 0 and self.optim.batch_size < 2:
             raise WearspecError("loss.koleo_weight > 0 needs optim.batch_size ≥ 2 (nearest neighbours in the batch)")
 
@@ -120,9 +128,10 @@ def _net(cfg: PretrainConfig, frontend, in_chans: int, input_size, drop_path: fl
     backbone = build_backbone(bcfg, in_chans, input_size)
     h = cfg.head
     head = DINOHead(backbone.embed_dim, h.out_dim, h.hidden_dim, h.bottleneck_dim, h.nlayers, h.norm_last_layer)
+    masked = cfg.loss.mask_ratio > 0
     dense = (DINOHead(backbone.token_dim, h.out_dim, h.hidden_dim, h.bottleneck_dim, h.nlayers, h.norm_last_layer)
-             if h.region else None)
-    return SSLNet(SpectrogramEncoder(frontend, backbone), head, dense)
+             if h.region or masked else None)
+    return SSLNet(SpectrogramEncoder(frontend, backbone), head, dense, mask_token=masked)
 
 
 def _select(store: WindowStore, exclude: list[str]) -> np.ndarray:
@@ -152,6 +161,7 @@ class _Nets:
     views: ViewMaker  # raw windows (B, C, T) → multi-crop spectrogram views
     view_loss: DINOLoss
     region_loss: RegionLoss | None
+    mask_loss: MaskedTokenLoss | None
     meta: dict  # encoder_meta of the exported encoder
     input_size: tuple[int, int]  # global crop (F, N)
 
@@ -172,7 +182,9 @@ def _build(cfg: PretrainConfig, store: WindowStore, dev: torch.device) -> _Nets:
                          cfg.loss.centering, cfg.loss.sinkhorn_iters).to(dev)
     region_loss = (RegionLoss(cfg.head.out_dim, cfg.crops.n_global, cfg.loss.student_temp,
                               cfg.loss.center_momentum).to(dev) if cfg.head.region else None)
-    return _Nets(frontend, student, teacher, views, view_loss, region_loss, meta, input_size)
+    mask_loss = (MaskedTokenLoss(cfg.head.out_dim, cfg.crops.n_global, cfg.loss.student_temp,
+                                 cfg.loss.center_momentum).to(dev) if cfg.loss.mask_ratio > 0 else None)
+    return _Nets(frontend, student, teacher, views, view_loss, region_loss, mask_loss, meta, input_size)
 
 
 def _schedules(cfg: PretrainConfig, tr: Trainer) -> dict[str, np.ndarray]:
@@ -224,6 +236,8 @@ def run_pretrain(cfg: PretrainConfig) -> dict:
         nets.view_loss.load_state_dict(state["view_loss"])
         if nets.region_loss is not None:
             nets.region_loss.load_state_dict(state["region_loss"])
+        if nets.mask_loss is not None:
+            nets.mask_loss.load_state_dict(state["mask_loss"])
     ranks = f"{dist.world_size} rank(s)" + (f" ({dist.backend})" if dist.backend else "")
     log = tr.start(to_dict(cfg), to_yaml(cfg), f"pretrain: {len(tr.dataset)} windows, {ranks} × batch "
                    f"{o.batch_size}, {tr.steps_per_epoch} steps/epoch, {tr.total} steps; input "
@@ -265,8 +279,13 @@ def _step_hooks(cfg: PretrainConfig, nets: _Nets, tr: Trainer, sched: dict[str, 
     lc, n_global, monitor = cfg.loss, cfg.crops.n_global, CollapseMonitor()
     guard = CollapseGuard(_collapse_check_from(cfg, tr), window=max(1, min(50, tr.total // 10)))
 
+    mask_loss = nets.mask_loss
+    backbone = student.encoder.backbone
+
     def loss(crops, step: int, epoch: int):
-        s = fwd_s(crops)
+        masks = ([random_token_masks(c.shape[0], backbone.token_grid(tuple(c.shape[-2:])), lc.mask_ratio,
+                                     tr.generator, tr.device) for c in crops[:n_global]] if mask_loss else None)
+        s = fwd_s(crops, masks)
         with torch.no_grad():
             t = fwd_t(crops[:n_global])
         temp = float(sched["temp"][step])
@@ -278,7 +297,10 @@ def _step_hooks(cfg: PretrainConfig, nets: _Nets, tr: Trainer, sched: dict[str, 
                   if lc.koleo_weight > 0 else None)
         if loss_k is not None:
             total = total + lc.koleo_weight * loss_k
-        return total, {"t": t, "view": loss_v, "region": loss_r, "koleo": loss_k}
+        loss_m = mask_loss(s["dense"][:n_global], t["dense"], masks, temp) if mask_loss else None
+        if loss_m is not None:
+            total = total + lc.mask_weight * loss_m
+        return total, {"t": t, "view": loss_v, "region": loss_r, "koleo": loss_k, "mask": loss_m}
 
     def before_clip(epoch: int) -> None:
         cancel_last_layer_gradients(student.head, epoch, cfg.head.freeze_last_layer_epochs)
@@ -292,13 +314,16 @@ def _step_hooks(cfg: PretrainConfig, nets: _Nets, tr: Trainer, sched: dict[str, 
         view_loss.update_center(t["cls"])
         if region_loss is not None:
             region_loss.update_center(t["dense"])
+        if mask_loss is not None:
+            mask_loss.update_center(t["dense"])
         if warning := monitor.update(aux["stats"]):
             log.info(f"step {i + 1}: {warning}")
         _judge_collapse(guard, i + 1, aux["stats"], cfg.runtime.on_collapse, tr, log)
 
     def metrics(i: int, aux: dict) -> dict:
-        item = {k: aux[k].item() if aux[k] is not None else None for k in ("view", "region", "koleo")}
+        item = {k: aux[k].item() if aux[k] is not None else None for k in ("view", "region", "koleo", "mask")}
         return {"loss_view": item["view"], "loss_region": item["region"], "loss_koleo": item["koleo"],
+                **({"loss_mask": item["mask"]} if mask_loss is not None else {}),
                 "wd": float(sched["wd"][i]), "momentum": float(sched["momentum"][i]),
                 "teacher_temp": float(sched["temp"][i]), **aux["stats"]}
 
@@ -311,7 +336,8 @@ def _step_hooks(cfg: PretrainConfig, nets: _Nets, tr: Trainer, sched: dict[str, 
                 "student": student.encoder.state_dict(), "teacher": teacher.encoder.state_dict(),
                 "student_net": student.state_dict(), "teacher_net": teacher.state_dict(),
                 "view_loss": view_loss.state_dict(),
-                "region_loss": region_loss.state_dict() if region_loss is not None else {}}
+                "region_loss": region_loss.state_dict() if region_loss is not None else {},
+                **({"mask_loss": mask_loss.state_dict()} if mask_loss is not None else {})}
 
     return StepHooks(inputs=lambda batch: nets.views(batch["x"].to(tr.device, non_blocking=True), tr.generator),
                      loss=loss, clipped=student.parameters, state=state,
