@@ -467,3 +467,43 @@ def test_torchrun_two_ranks(store, tmp_path):
         state = load_checkpoint(list_checkpoints(out / "holdout" / stage / "checkpoints")[-1])
         assert len(state["rng"]) == 2
     assert (out / "report.json").is_file()
+
+
+def test_pooled_report_holds_the_classical_baseline_on_the_same_training_windows(store, tmp_path, monkeypatch):
+    """The top-level report: the classical rows beside the stages, fitted on each split's training windows as
+    the stages saw them (label_fraction); classical.enabled=false drops them. No training: the stage's test
+    predictions are written by hand."""
+    from wearspec.data.splits import make_splits
+    from wearspec.evaluate.classical import classical_baseline
+    from wearspec.finetune import recipe
+
+    s = WindowStore(store)
+    seen = []
+    monkeypatch.setattr(recipe, "classical_baseline",
+                        lambda st, splits, cfg, seed: seen.append(splits) or classical_baseline(st, splits, cfg, seed))
+    for enabled in (True, False):
+        cfg = _cfg(store, tmp_path / str(enabled), "stages=[teacher]", "label_fraction=0.5", "classical.n_trees=10",
+                   "classical.n_jobs=1", f"classical.enabled={str(enabled).lower()}")
+        splits = make_splits(s, np.flatnonzero(s.labels >= 0), cfg.split)
+        for sp in splits:
+            y = s.labels[sp.test]
+            folder = Path(cfg.output) / sp.name / "teacher"
+            folder.mkdir(parents=True)
+            np.savez(folder / "test_predictions.npz", index=sp.test, label=y, pred=y, subject=s.subjects[sp.test])
+        report = recipe._pool(Path(cfg.output), cfg, s, splits, [{"name": sp.name, "teacher": {}} for sp in splits])
+        on_disk = json.loads((Path(cfg.output) / "report.json").read_text())
+        if not enabled:
+            assert "classical" not in report and "classical" not in on_disk
+            continue
+        train = label_subset(s.labels, splits[0].train, 0.5, cfg.split.seed)
+        np.testing.assert_array_equal(seen[-1][0].train, train)
+        np.testing.assert_array_equal(seen[-1][0].test, splits[0].test)
+        assert on_disk["classical"]["models"] == ["logreg", "forest"]
+        forest = on_disk["classical"]["forest"]
+        assert sorted(forest["per_subject"]) == sorted(on_disk["stages"]["teacher"]["per_subject"])
+        assert forest["n"] == len(splits[0].test)
+
+
+def test_a_bad_classical_setting_is_a_one_line_error(store, tmp_path):
+    with pytest.raises(WearspecError, match=r"^classical\.n_trees: expected ≥ 1"):
+        _cfg(store, tmp_path, "classical.n_trees=0")

@@ -298,6 +298,7 @@ def step_probe(cfg: DemoConfig, out: Path, done: dict) -> dict:
 def finetune_config(cfg: DemoConfig, out: Path, done: dict) -> FinetuneConfig:
     f = copy.deepcopy(cfg.finetune)
     f.store, f.output, f.split = str(_store(cfg, out)), str(out / "finetune"), _split(done)
+    f.classical.enabled = False  # the probe step's report holds the classical baseline on this same split
     f.student.init_checkpoint = str(out / "pretrain")
     f.student.model.backbone = copy.deepcopy(cfg.pretrain.backbone)
     f.student.model.arch = PRESETS[cfg.pretrain.backbone.name]["arch"]

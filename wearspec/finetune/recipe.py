@@ -17,7 +17,9 @@ Read top to bottom, :func:`run_finetune`:
    full-state checkpoints, exact resume) and evaluated once on the test subjects: ``report.json``,
    ``test_predictions.npz``, ``confusion.png``, ``curves.png``;
 4. pools the test predictions of all folds (every subject tested once in k-fold / LOSO) into the top-level
-   ``report.json`` with ``confusion_<stage>.png`` and ``per_subject_<stage>.png``.
+   ``report.json`` with ``confusion_<stage>.png`` and ``per_subject_<stage>.png``, beside the classical
+   baseline (:mod:`wearspec.evaluate.classical`) fitted on the same training windows of the same splits
+   (``classical.enabled=false``: off).
 
 A stage whose ``report.json`` exists is finished and skipped on a re-run (its settings must match); an
 unfinished one resumes from its newest checkpoint. ``runtime.max_steps`` stops the running stage with a
@@ -30,7 +32,7 @@ import copy
 import json
 import sys
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,8 @@ from wearspec.data.frontend import FrontendConfig, SpectrogramFrontend, build_fr
 from wearspec.data.splits import Split, SplitConfig, make_splits
 from wearspec.data.store import WindowStore
 from wearspec.errors import WearspecError
+from wearspec.evaluate.classical import MODELS as CLASSICAL_MODELS
+from wearspec.evaluate.classical import ClassicalConfig, classical_baseline
 from wearspec.evaluate.metrics import classification_report
 from wearspec.evaluate.plots import plot_confusion, plot_per_subject
 from wearspec.evaluate.probe import check_store_matches
@@ -130,6 +134,8 @@ class FinetuneConfig:
     stages: list[str] = field(default_factory=lambda: list(STAGES))
     teacher_checkpoint: str = ""  # an existing teacher (best.pt) instead of the teacher stage
     runtime: RuntimeConfig = field(default_factory=lambda: RuntimeConfig(keep_last=2))  # per stage
+    # hand-crafted features + logistic regression / random forest on the same splits (classical.enabled=false: off)
+    classical: ClassicalConfig = field(default_factory=ClassicalConfig)
 
     def validate(self) -> None:
         if not self.stages or any(s not in STAGES for s in self.stages) or len(set(self.stages)) != len(self.stages):
@@ -152,6 +158,7 @@ class FinetuneConfig:
             raise WearspecError(f"student.init_checkpoint: only vit and swin students load pretrained backbones, "
                                 f"not {s.model.arch!r}")
         self.runtime.validate()
+        self.classical.validate()
         if self.runtime.knn_every:
             raise WearspecError("runtime.knn_every: the online k-NN check is a pretraining setting; fine-tuning "
                                 "validates every epoch on the validation subjects (leave it at 0)")
@@ -427,12 +434,18 @@ def _pool(out: Path, cfg: FinetuneConfig, store: WindowStore, splits: list[Split
         plot_confusion(rep["confusion_matrix"], store.label_names, out / f"confusion_{name}.png",
                        title=f"{name}: {rep['n']} test windows, {rep['n_subjects']} subjects")
         plot_per_subject(rep["per_subject"], out / f"per_subject_{name}.png", title=f"{name}: macro-F1 per subject")
+    # the classical baseline on the same splits and the same (label_fraction) training windows
+    classical = classical_baseline(store, [replace(sp, train=label_subset(store.labels, sp.train, cfg.label_fraction,
+                                                                          cfg.split.seed)) for sp in splits],
+                                   cfg.classical, seed=cfg.runtime.seed)
     report = jsonable({"format": "wearspec-finetune-report", "version": 1, "store": str(store.path),
                         "labels": store.label_names, "stages": stages,
+                        **({"classical": classical} if classical["enabled"] else {}),
                         "folds": [{**sp.describe(store.subject_names), **f} for sp, f in zip(splits, folds)],
                         "config": to_dict(cfg)})
     write_json(out / "report.json", report)
-    for name, rep in stages.items():
+    rows = {**stages, **{CLASSICAL_MODELS[m]: classical[m] for m in classical.get("models", [])}}
+    for name, rep in rows.items():
         s = rep["subject_summary"]
         print(f"{name}: accuracy {rep['pooled']['accuracy']:.3f}, macro-F1 {rep['pooled']['macro_f1']:.3f}, "
               f"kappa {rep['pooled']['kappa']:.3f}; per subject macro-F1 {s['macro_f1']['mean']:.3f} ± "
