@@ -197,8 +197,8 @@ def train_stage(st: Stage, dist: du.DistInfo) -> dict[str, Any]:
     groups = param_groups(net, lp.weight_decay, layer_decay=st.layer_decay if decay else None,
                           layer_id_fn=net.layer_id if decay else None)
     total, spe = tr.total, tr.steps_per_epoch
-    tr.set_optimizer(torch.optim.AdamW(groups), cosine_schedule(lp.lr, lp.min_lr, total, min(total, lp.warmup_epochs * spe)),
-                     np.full(total, float(lp.weight_decay)))
+    lr = cosine_schedule(lp.lr, lp.min_lr, total, min(total, lp.warmup_epochs * spe))  # not scaled with the batch
+    tr.set_optimizer(torch.optim.AdamW(groups), lr, np.full(total, float(lp.weight_decay)))
     loss_fn = st.loss.to(dev)
     teacher = st.teacher.to(dev).eval().requires_grad_(False) if st.teacher is not None else None
     if loss_fn.needs_teacher and teacher is None:

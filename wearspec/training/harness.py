@@ -39,7 +39,8 @@ from wearspec.data.dataset import ResumableSampler, WindowDataset
 from wearspec.data.store import WindowStore
 from wearspec.errors import WearspecError
 from wearspec.training.progress import Progress
-from wearspec.training.runtime import AMP_DTYPES, RuntimeConfig, attention_for_autocast, cpu_autocast_warning, resolve_amp
+from wearspec.training.runtime import (AMP_DTYPES, RuntimeConfig, attention_for_autocast, cpu_autocast_warning,
+                                       resolve_amp)
 from wearspec.utils import distributed as du
 from wearspec.utils.checkpoint import (agreed_latest_checkpoint, check_same_store, data_record, load_checkpoint,
                                        load_scaler_state, save_run_checkpoint)

@@ -8,7 +8,7 @@ step, which the checkpoint saves): ``lr = lr_schedule(5e-4, 1024, total_steps, w
   :func:`momentum_schedule` (teacher EMA 0.996 → 1), :func:`teacher_temperature_schedule`
   (0.04 → 0.04–0.07 over the first epochs, then constant).
 * :func:`param_groups`: AdamW groups without weight decay on biases, norms and named tokens, each tagged
-  with ``apply_wd`` and ``lr_scale`` so the recipe sets the step's values with
+  with ``apply_wd`` and ``lr_scale`` so the training harness sets the step's values with
   ``g["lr"] = lr[step] * g["lr_scale"]`` and ``g["weight_decay"] = wd[step] if g["apply_wd"] else 0``.
 * :func:`ema_update`: teacher ← m·teacher + (1 − m)·student, one fused call over all parameters.
 """
