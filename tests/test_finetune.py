@@ -320,6 +320,16 @@ def test_ssl_init_layer_decay_and_frozen_backbone(store, tmp_path):
     later = load_checkpoint(out / "holdout" / "student" / "checkpoints" / "ckpt-00000006.pt")["state_dict"]
     assert not torch.equal(later["model.backbone.model.blocks.0.attn.qkv.weight"],
                            pre["teacher"]["backbone.model.blocks.0.attn.qkv.weight"])
+    # resumed across the unfreezing (a new optimiser phase, DDP/compile wrapper rebuilt): bitwise the same
+    # weights and optimiser state as an uninterrupted run
+    straight = tmp_path / "straight"
+    run_finetune(_cfg(store, straight, *extra, "runtime.max_steps=6"))
+    ref = load_checkpoint(straight / "holdout" / "student" / "checkpoints" / "ckpt-00000006.pt")
+    resumed = load_checkpoint(out / "holdout" / "student" / "checkpoints" / "ckpt-00000006.pt")
+    for k, v in ref["state_dict"].items():
+        assert torch.equal(v, resumed["state_dict"][k]), k
+    for i, st in ref["optimizer"]["state"].items():
+        assert torch.equal(st["exp_avg"], resumed["optimizer"]["state"][i]["exp_avg"]), i
 
 
 def test_non_finite_loss_stops_with_a_clear_message(store, tmp_path, monkeypatch):
