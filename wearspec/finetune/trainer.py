@@ -13,9 +13,10 @@ augmentations (cut-mix also mixes the one-hot labels into soft labels) → model
 any, sees the same augmented spectrograms. AdamW with parameter groups (no decay on biases, norms and the
 model's ``no_weight_decay`` names; layer-wise LR decay through ``layer_id`` when ``layer_decay`` < 1),
 linear warm-up then cosine LR per step, global gradient-norm clipping, bf16/fp16 autocast (fp16 with a
-GradScaler; ``runtime.amp=auto`` picks bf16 where it is native), DDP under torchrun, optional frozen backbone for the first epochs. After every epoch a
-validation pass on the validation subjects gives the macro-F1 that selects ``best.pt`` and drives early
-stopping (``patience`` epochs without improvement). Model selection never sees the test subjects.
+GradScaler; ``runtime.amp=auto`` picks bf16 where it is native), DDP under torchrun, optional frozen
+backbone for the first epochs. After every epoch a validation pass on the validation subjects gives the
+macro-F1 that selects ``best.pt`` and drives early stopping (``patience`` epochs without improvement). Model
+selection never sees the test subjects.
 
 The loop, resume, checkpoints and the optimiser step are :mod:`wearspec.training.harness`'s; this module
 holds the stage's own part of a step (:func:`_stage_hooks`) and its epoch end (:func:`_end_epoch`). Exact
