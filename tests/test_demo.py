@@ -217,9 +217,15 @@ def test_report_shows_the_classical_rows_and_opens_with_the_verdict(tmp_path):
     """The report built from hand-made step files: the classical baseline beside the probes, the verdict first."""
     from test_verdict import write_fake_run
 
+    from wearspec.demo.figures import subjects_figure
     from wearspec.demo.report import write_report
+    from wearspec.demo.verdict import classical_models, deep_models, subject_scores
 
     out = write_fake_run(tmp_path / "run", ssl=0.85, random=0.6, classical=0.95)
+    models = {n: subject_scores(r) for n, r in {**deep_models(out), **classical_models(out)}.items()}
+    fig = subjects_figure(models, out / "report" / "subjects.png")
+    assert fig["subjects"] == 5 and len(fig["models"]) == 8  # 4 probes, 2 fine-tuned, 2 classical
+    (out / "report" / "figures.json").write_text(json.dumps({"subjects": fig}))
     paths = write_report(out)
     md, html = paths["markdown"].read_text(), paths["html"].read_text()
     probe = json.loads((out / "probe" / "teacher" / "report.json").read_text())
@@ -236,6 +242,7 @@ def test_report_shows_the_classical_rows_and_opens_with_the_verdict(tmp_path):
         if v["diff"]:
             assert f"{v['diff']['estimate']:+.3f}" in md and f"{v['diff']['low']:+.3f}" in md
     assert "The classical baseline beat every deep model here" in md and "Pretraining helped" in md
+    assert "![Macro-F1 of each of the 5 test subjects" in md and html.count("<img") == 1
 
 
 def test_report_says_when_the_classical_baseline_was_off(tmp_path):

@@ -1,4 +1,5 @@
-"""The demo report's model figures: attention maps, EsViT region correspondence, embedding plot.
+"""The demo report's model figures: attention maps, EsViT region correspondence, embedding plot, and the
+per-subject scores of every model.
 
 Each function draws one PNG and returns the numbers it measured; :func:`make_figures` collects them into
 ``report/figures.json``, from which the report reads them.
@@ -10,6 +11,8 @@ Each function draws one PNG and returns the numbers it measured; :func:`make_fig
   features (the EsViT region-loss matching). A match is *consistent* when it lands within one token (time and
   frequency) of the same absolute position; the rate over held-out windows is reported for the pretrained
   teacher and for the random-init backbone, with the chance rate.
+* **Subjects**: macro-F1 of each test subject under every model (probes, fine-tuned models, the classical
+  baseline), the per-subject spread behind the verdict's intervals.
 * **Embedding**: PCA of the probe features (the cached ones of ``wearspec probe``) of held-out windows, coloured
   by class, pretrained vs random init.
 """
@@ -24,6 +27,7 @@ import torch
 from torch import Tensor
 
 from wearspec.data.store import WindowStore
+from wearspec.demo.verdict import classical_models, deep_models, subject_scores
 from wearspec.evaluate.plots import new_figure, save_figure
 from wearspec.models.backbones import SpectrogramBackbone
 from wearspec.models.encoder import SpectrogramEncoder, encoder_from_checkpoint
@@ -176,6 +180,31 @@ def embedding_figure(features: dict[str, tuple[np.ndarray, np.ndarray]], label_n
     return {"png": str(path), "windows": int(len(next(iter(features.values()))[1])), "explained_variance": explained}
 
 
+def subjects_figure(models: dict[str, dict[str, float]], path: Path) -> dict:
+    """``models``: {name: {test subject: macro-F1}} → one row per model, a dot per subject and a bar at the
+    mean: the spread the verdict's bootstrap intervals come from."""
+    import matplotlib
+
+    names = [n for n, v in models.items() if v]
+    subjects = sorted({s for n in names for s in models[n]})
+    fig = new_figure(7.5, 0.45 * len(names) + 1.2)
+    ax = fig.add_subplot(1, 1, 1)
+    cmap = matplotlib.colormaps["tab20"]
+    for row, name in enumerate(reversed(names)):
+        scores = models[name]
+        for j, s in enumerate(subjects):
+            if s in scores:
+                ax.plot(scores[s], row, "o", color=cmap(j % 20), markersize=5, alpha=0.8,
+                        label=s if row == 0 else None)
+        ax.plot([np.mean(list(scores.values()))] * 2, [row - 0.3, row + 0.3], color="black", linewidth=2)
+    ax.set_yticks(range(len(names)), list(reversed(names)), fontsize=8)
+    ax.set_xlabel("macro-F1 per test subject (bar: mean)", fontsize=8)
+    if len(subjects) <= 12:
+        ax.legend(fontsize=6, ncol=min(6, len(subjects)), loc="lower left", bbox_to_anchor=(0, 1.0))
+    save_figure(fig, path)
+    return {"png": str(path), "models": names, "subjects": len(subjects)}
+
+
 def _held_out_features(report_path: Path, test_codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     import json
 
@@ -211,4 +240,7 @@ def make_figures(out: Path, done: dict, seed: int = 0, windows: int = 64) -> dic
     feats = {f"{'SSL teacher' if w == 'teacher' else 'random init'}": _held_out_features(
         out / "probe" / w / "report.json", test_codes) for w in ("teacher", "random")}
     result["embedding"] = embedding_figure(feats, store.label_names, folder / "embedding.png")
+    models = {name: subject_scores(rep) for name, rep in {**deep_models(out), **classical_models(out)}.items()}
+    if any(models.values()):
+        result["subjects"] = subjects_figure(models, folder / "subjects.png")
     return result

@@ -118,7 +118,7 @@ def build(out: Path) -> Doc:
     steps = {s: _load(out / "steps" / f"{s}.json") for s in STEPS}
     doc = Doc()
     doc.h(1, "wearspec demo report")
-    _verdict(doc, verdicts(out))
+    _verdict(doc, verdicts(out), (_load(out / "report" / "figures.json") or {}).get("subjects") or {})
     data = steps["data"] or {}
     doc.p(f"wearspec {__version__}. Store {data.get('store')}; held-out test subjects "
           f"{', '.join(data.get('test_subjects', []))}; validation subjects {', '.join(data.get('val_subjects', []))} "
@@ -136,7 +136,7 @@ def build(out: Path) -> Doc:
     return doc
 
 
-def _verdict(doc: Doc, items: list[Verdict]) -> None:
+def _verdict(doc: Doc, items: list[Verdict], subjects: dict) -> None:
     """The conclusions first: one sentence per comparison, then their numbers (module docstring of verdict)."""
     doc.h(2, "Verdict")
     for v in items:
@@ -150,6 +150,9 @@ def _verdict(doc: Doc, items: list[Verdict]) -> None:
           f"with few test subjects it is wide. An interval that holds zero is no clear difference. The best deep "
           f"model is chosen on these same subjects, which favours it. Latency: hop interval − p99 latency, "
           f"predictions resampled.")
+    if subjects:
+        doc.img(Path(subjects["png"]), f"Macro-F1 of each of the {subjects['subjects']} test subjects under every "
+                                       f"model; the bar is the mean")
 
 
 def _status(step: str, rec: dict | None) -> str:
