@@ -124,13 +124,10 @@ def classical_models(out: Path) -> dict[str, dict]:
     return {c["labels"][m]: c[m] for m in c.get("models", [])}
 
 
-def _best(models: dict[str, dict]) -> tuple[str, dict[str, float]] | None:
-    scored = {k: subject_scores(v) for k, v in models.items()}
-    scored = {k: v for k, v in scored.items() if v}
-    if not scored:
-        return None
-    name = max(scored, key=lambda k: np.mean(list(scored[k].values())))
-    return name, scored[name]
+def _best(models: dict[str, dict]) -> str | None:
+    """The name of the model with the highest mean per-subject score (ties: the first), None if none is scored."""
+    means = {k: np.mean(list(v.values())) for k, v in ((k, subject_scores(r)) for k, r in models.items()) if v}
+    return max(means, key=means.get) if means else None
 
 
 # -- the comparisons and their sentences ---------------------------------------------------------------------
@@ -226,9 +223,8 @@ def verdicts(out: Path, resamples: int = RESAMPLES, seed: int = SEED) -> list[Ve
               for m in ("linear probe", "k-NN")]
     best_deep, best_classical = _best(deep), _best(classical)
     result.append(compare("classical", "Best deep model vs the classical baseline",
-                          (best_deep[0] if best_deep else "deep models", deep.get(best_deep[0]) if best_deep else None),
-                          (best_classical[0] if best_classical else "classical baseline",
-                           classical.get(best_classical[0]) if best_classical else None), resamples, seed))
+                          (best_deep or "deep models", deep.get(best_deep)),
+                          (best_classical or "classical baseline", classical.get(best_classical)), resamples, seed))
     result.append(compare("student", "Student vs teacher", ("distilled student", deep.get("distilled student")),
                           ("fine-tuned CNN teacher", deep.get("fine-tuned CNN teacher")), resamples, seed))
     held = (_load(out / "steps" / "export.json") or {}).get("held_out") or {}
