@@ -6,7 +6,9 @@ walk with 5 decimals), then runs each reader in its own process, so that each pe
 
 * ``pyarrow``: ``pyarrow.csv.read_csv`` of the file (the reference: a plain, multi-threaded read);
 * ``prepare (parts)``: ``wearspec prepare generic`` as shipped (a file this size is read in 16 MiB
-  parts and windowed as they arrive, 5 s windows, 2.5 s hop, float32 store);
+  parts — by pyarrow's streaming CSV reader when pyarrow is installed — and windowed as they arrive;
+  5 s windows, 2.5 s hop, float32 store);
+* ``prepare (numpy parts)``: the same with the numpy parser (what runs without pyarrow);
 * ``prepare (whole)`` with ``--whole``: the same with the whole-table path forced (the file read at
   once), for comparison.
 
@@ -40,9 +42,11 @@ if kind == "pyarrow":
 else:
     from wearspec.config import load_config
     from wearspec.data.prepare import PrepareConfig, prepare
-    from wearspec.data.readers import chunks
+    from wearspec.data.readers import chunks, table_stream
     if kind == "whole":
         chunks.CHUNK_BYTES = 1 << 40
+    if kind == "numpy":
+        table_stream._arrow_csv = lambda: None
     store, _ = prepare("generic", path, out, load_config(PrepareConfig, overrides=["window.rate={rate}"]),
                        progress=False)
     rows = len(store)
@@ -90,13 +94,14 @@ def main() -> None:
         n = write_csv(csv, args.days, args.rate)
         print(f"{csv.name}: {n:,} rows, {csv.stat().st_size / 1e6:.0f} MB (written in {time.perf_counter() - t:.0f} s)")
         results = {"pyarrow": run("pyarrow", csv, tmp / "none", args.rate),
-                   "prepare (parts)": run("parts", csv, tmp / "store_parts", args.rate)}
+                   "prepare (parts)": run("parts", csv, tmp / "store_parts", args.rate),
+                   "prepare (numpy parts)": run("numpy", csv, tmp / "store_numpy", args.rate)}
         if args.whole:
             results["prepare (whole)"] = run("whole", csv, tmp / "store_whole", args.rate)
     ref = results["pyarrow"]
-    print(f"\n{'reader':<18}{'seconds':>9}{'peak RSS MB':>13}{'throughput vs pyarrow':>24}{'RSS vs pyarrow':>16}")
+    print(f"\n{'reader':<22}{'seconds':>9}{'peak RSS MB':>13}{'throughput vs pyarrow':>24}{'RSS vs pyarrow':>16}")
     for name, r in results.items():
-        print(f"{name:<18}{r['seconds']:>9.1f}{r['rss_mb']:>13.0f}{ref['seconds'] / r['seconds']:>23.2f}×"
+        print(f"{name:<22}{r['seconds']:>9.1f}{r['rss_mb']:>13.0f}{ref['seconds'] / r['seconds']:>23.2f}×"
               f"{r['rss_mb'] / ref['rss_mb']:>15.2f}×")
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": n, "days": args.days, "rate": args.rate, **results}, indent=2))

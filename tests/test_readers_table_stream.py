@@ -53,15 +53,28 @@ def _same(a, b, atol=0.0):
     np.testing.assert_allclose(a.read_batch(range(len(a))), b.read_batch(range(len(b))), atol=atol, rtol=0)
 
 
+def _parser(monkeypatch, parser: str) -> list:
+    """Use the numpy or the pyarrow CSV parser for large files; count the parts it makes."""
+    seen: list = []
+    if parser == "numpy":
+        monkeypatch.setattr(table_stream, "_arrow_csv", lambda: None)
+        name = "csv_parts"
+    else:
+        pytest.importorskip("pyarrow")
+        name = "arrow_csv_parts"
+    real = getattr(table_stream, name)
+    monkeypatch.setattr(table_stream, name, lambda *a, **k: (seen.append(1) or x for x in real(*a, **k)))
+    return seen
+
+
+@pytest.mark.parametrize("parser", ["numpy", "arrow"])
 @pytest.mark.parametrize("gz,overrides,atol", [(False, (), 0.0), (True, ("window.rate=30",), 1e-5),
                                                (False, ("window.nan_policy=drop", "generic.rate=50"), 0.0)])
-def test_csv_in_parts_equals_whole(tmp_path, monkeypatch, gz, overrides, atol):
+def test_csv_in_parts_equals_whole(tmp_path, monkeypatch, gz, overrides, atol, parser):
     path = _csv(tmp_path / ("big.csv.gz" if gz else "big.csv"), gz)
     whole, _ = prepare("generic", path, tmp_path / "whole", cfg(*overrides), progress=False)
     monkeypatch.setattr(chunks, "CHUNK_BYTES", 5000)  # ~100 rows a part: windows straddle every edge
-    seen = []
-    real = table_stream.csv_parts
-    monkeypatch.setattr(table_stream, "csv_parts", lambda p: (seen.append(1) or x for x in real(p)))
+    seen = _parser(monkeypatch, parser)
     parts, _ = prepare("generic", path, tmp_path / "parts", cfg(*overrides), progress=False)
     assert len(seen) > 30  # read in parts
     assert "s1/r1#0" in parts.recording_names and "s1/r1#1" in parts.recording_names
@@ -87,8 +100,10 @@ def test_parquet_in_parts_equals_whole(tmp_path, monkeypatch):
     _same(whole, parts, 1e-5)
 
 
-def test_errors_in_parts_name_the_line(tmp_path, monkeypatch):
+@pytest.mark.parametrize("parser", ["numpy", "arrow"])
+def test_errors_in_parts_name_the_line(tmp_path, monkeypatch, parser):
     monkeypatch.setattr(chunks, "CHUNK_BYTES", 5000)
+    _parser(monkeypatch, parser)
     path = _csv(tmp_path / "big.csv")
     lines = path.read_text().splitlines(keepends=True)
     bad = lines.copy()

@@ -26,9 +26,9 @@ import numpy as np
 from wearspec.data.chunked import RecordingStream
 from wearspec.data.readers import chunks
 from wearspec.data.readers.chunks import bytes_to_floats, header_line, read_chunks, split_delimited
-from wearspec.data.readers.tables import (MISSING_TOKENS, _sniff_delimiter, check_file, encode_labels,
-                                          import_pyarrow_parquet, read_csv, read_parquet, relative_seconds, table_suffix,
-                                          Table, time_values)
+from wearspec.data.readers.tables import (MISSING_TOKENS, Table, _sniff_delimiter, check_file, encode_labels,
+                                          import_pyarrow_parquet, read_csv, read_parquet, read_text, relative_seconds,
+                                          table_suffix, time_values)
 from wearspec.data.windowing import uniform_from_timestamps
 from wearspec.errors import WearspecError, where
 
@@ -141,9 +141,86 @@ def column_values(path: Path, column: str) -> np.ndarray:
         tab.require([column])
         return np.unique(np.char.strip(tab.strings(column)))
     seen: set[str] = set()
+    if _arrow_csv() is not None:
+        try:
+            for part in arrow_csv_parts(path, [], None, text=[column]):
+                seen.update(np.unique(part.strings(column)).tolist())
+            return np.array(sorted(seen), dtype=str) if seen else np.zeros(0, dtype=str)
+        except (WearspecError, ValueError):  # ArrowInvalid is a ValueError: let the numpy parser name the line
+            seen = set()
     for part in csv_parts(path):
         seen.update(np.unique(part.strings(column)).tolist())
     return np.array(sorted(seen), dtype=str) if seen else np.zeros(0, dtype=str)
+
+
+# ---------------------------------------------------------------------------------------------
+# CSV through pyarrow's streaming reader (multi-threaded), when pyarrow is installed
+# ---------------------------------------------------------------------------------------------
+
+
+def _arrow_csv():
+    try:
+        import pyarrow.csv
+    except ImportError:
+        return None
+    return pyarrow.csv
+
+
+class ArrowTable(Table):
+    """A record batch of a CSV read by pyarrow; text columns are dictionary-encoded, read without
+    Python objects per row."""
+
+    def strings(self, name: str) -> np.ndarray:
+        import pyarrow as pa
+
+        col = self.cols[name].combine_chunks()
+        if pa.types.is_dictionary(col.type):
+            values = np.asarray(col.dictionary.to_pylist() + [""], dtype=str)
+            idx = col.indices.fill_null(len(values) - 1).to_numpy(zero_copy_only=False)
+            return np.char.strip(values[idx])
+        return np.char.strip(super().strings(name))
+
+
+def arrow_csv_parts(path: Path, channels: list[str], g, text: list[str] | None = None) -> Iterator[ArrowTable]:
+    """A CSV in record batches of about one chunk, read by pyarrow: ``channels`` (and a numeric time column)
+    as float64 with NA/NaN/null/none/empty as missing, the subject, recording and label columns (or
+    ``text``) as dictionary-encoded text."""
+    import pyarrow as pa
+
+    pa_csv = _arrow_csv()
+    check_file(path, "a CSV file with a header line")
+    head = read_text(path, max_lines=1)
+    delim = _sniff_delimiter(head.split("\n", 1)[0])
+    columns = [h.strip() for h in head.split("\n", 1)[0].rstrip("\r").split(delim)]
+    text = text if text is not None else [c for c in (g.subject_column, g.recording_column, g.label_column)
+                                          if c in columns]
+    numbers = [*channels, *([g.time_column] if g is not None and g.time_column in columns else [])]
+    types = {**{c: pa.float64() for c in numbers}, **{c: pa.dictionary(pa.int32(), pa.string()) for c in text}}
+    nulls = sorted({v for t in MISSING_TOKENS for v in (t, t.upper(), t.capitalize())})
+    reader = pa_csv.open_csv(
+        path, read_options=pa_csv.ReadOptions(block_size=chunks.CHUNK_BYTES),
+        parse_options=pa_csv.ParseOptions(delimiter=delim),
+        convert_options=pa_csv.ConvertOptions(column_types=types, include_columns=list(types), null_values=nulls,
+                                              strings_can_be_null=True))
+    row = 0
+    for batch in reader:
+        names = list(batch.schema.names)
+        yield ArrowTable(path, names, {n: pa.chunked_array([batch.column(n)]) for n in names}, batch.num_rows,
+                         None, first_row=row)
+        row += batch.num_rows
+
+
+def _line_accurate(path: Path, pieces: Iterator, numpy_pieces) -> Iterator:
+    """``pieces``; on a problem, the same file again through the numpy parser, which names the line (pyarrow
+    counts rows, not lines), or one line with pyarrow's message."""
+    try:
+        yield from pieces
+    except (WearspecError, ValueError) as e:  # ArrowInvalid is a ValueError
+        for _ in numpy_pieces():
+            pass
+        if isinstance(e, WearspecError):
+            raise
+        raise WearspecError(f"{path}: unreadable CSV ({str(e).splitlines()[0]})") from None
 
 
 @dataclass
@@ -287,9 +364,12 @@ def stream_items(f: Path, channels: list[str], names: list[str], cfg, stem: str)
         have = set(pq.ParquetFile(f).schema_arrow.names)
         wanted = [c for c in (g.time_column, g.subject_column, g.recording_column, g.label_column) if c in have]
         parts = parquet_parts(f, list(dict.fromkeys([*wanted, *channels])))
+        pieces = _file_pieces(f, parts, channels, names, cfg, stem)
+    elif _arrow_csv() is not None and g.time_unit != "datetime":
+        arrow = _file_pieces(f, arrow_csv_parts(f, channels, g), channels, names, cfg, stem)
+        pieces = _line_accurate(f, arrow, lambda: _file_pieces(f, csv_parts(f), channels, names, cfg, stem))
     else:
-        parts = csv_parts(f)
-    pieces = _file_pieces(f, parts, channels, names, cfg, stem)
+        pieces = _file_pieces(f, csv_parts(f), channels, names, cfg, stem)
     for (key, seg), group in itertools.groupby(pieces, key=lambda p: (p.key, p.seg)):
         first = next(group)
         subject, rec = key
