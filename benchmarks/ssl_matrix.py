@@ -28,7 +28,9 @@ Per cell and seed (``--seeds``; a synthetic cell draws its data with that seed t
    ``--config`` (default ``configs/pretrain_vit_tiny.yaml``) with ``runtime.amp=none`` (bf16 is ~7× slower on
    CPUs without native bf16) and ``--set`` overrides, sized to ``--steps`` optimiser steps (``--cell-steps
    CELL=N`` per cell; ``--epochs`` fixes epochs instead), so a cell costs a stated budget; wall and process
-   CPU minutes are recorded (``--reuse``: a finished run with the same config is not repeated);
+   CPU minutes are recorded (``--reuse``: a finished run with the same config is not repeated). A run that
+   the recipe's collapse guard stops is a result: its SSL columns stay empty, the table counts it as stopped
+   and the note below it gives the guard's line (``--set runtime.on_collapse=warn`` probes it anyway);
 3. k-fold by subject (``--folds``, default 5, at most half the labelled subjects; a quarter of each fold's
    training subjects validate): linear probe and weighted k-NN on the SSL teacher and on the same backbone
    randomly initialised (``benchmarks/ssl.py``'s ``probe``), supervised from scratch (its ``supervised``:
@@ -76,6 +78,7 @@ from wearspec.data.prepare import PrepareConfig, prepare  # noqa: E402
 from wearspec.data.splits import make_splits  # noqa: E402
 from wearspec.data.store import WindowStore  # noqa: E402
 from wearspec.evaluate.classical import ClassicalConfig, classical_baseline  # noqa: E402
+from wearspec.errors import WearspecError  # noqa: E402
 from wearspec.evaluate.probe import ProbeConfig  # noqa: E402
 
 DEFAULT_CONFIG = ROOT / "configs" / "pretrain_vit_tiny.yaml"
@@ -165,6 +168,23 @@ def run_classical(store: WindowStore, split: dict, seed: int, threads: int) -> d
     return out
 
 
+def run_pretraining(cfg, reuse: bool) -> dict:
+    """``benchmarks/_common.py``'s timed pretraining; a run that stops (the collapse guard, bad settings) is a
+    result, not the end of the matrix: ``{"error": its one line, "wall_s", "cpu_s"}``."""
+    with Timer() as t:
+        try:
+            p = pretrain(cfg, reuse)
+        except WearspecError as e:
+            p = {"error": str(e)}
+    if "error" in p:
+        p.update(wall_s=t.wall, cpu_s=t.cpu, steps=0)
+        print(f"pretrain stopped after {t.wall / 60:.1f} min: {p['error']}", flush=True)
+    else:
+        print(f"pretrain: {p['steps']} steps, {p['wall_s'] / 60:.1f} min wall, {p['cpu_s'] / 60:.1f} CPU-min, "
+              f"{p['windows_per_s']:.0f} windows/s", flush=True)
+    return p
+
+
 def run_cell(name: str, cell: Cell, seed: int, args, sets: dict[str, list[str]]) -> dict:
     """Store → pretraining → probes, supervised, classical for one cell and seed (module docstring)."""
     work = args.out / name / f"seed{seed}"
@@ -189,13 +209,19 @@ def run_cell(name: str, cell: Cell, seed: int, args, sets: dict[str, list[str]])
     if any(f.name == "classical" for f in dataclasses.fields(ProbeConfig)):
         probe_sets = ["classical.enabled=false"] + probe_sets  # run once below, not in both probes
     if not {"ssl", "random"} <= args.skip:
-        r["pretrain"] = pretrain(cfg, args.reuse)
-        p = r["pretrain"]
-        print(f"pretrain: {p['steps']} steps, {p['wall_s'] / 60:.1f} min wall, {p['cpu_s'] / 60:.1f} CPU-min, "
-              f"{p['windows_per_s']:.0f} windows/s", flush=True)
+        r["pretrain"] = run_pretraining(cfg, args.reuse)
     for which, key in (("teacher", "ssl"), ("random", "random")):
         if key not in args.skip:
-            res = ssl_bench.probe(work / "pretrain", work / "store", work / "probe" / key, which, split, probe_sets)
+            if key == "ssl" and "error" in r["pretrain"]:
+                r[key] = {"error": "no encoder: pretraining stopped"}
+                continue
+            try:
+                res = ssl_bench.probe(work / "pretrain", work / "store", work / "probe" / key, which, split,
+                                      probe_sets)
+            except WearspecError as e:  # e.g. the random probe of a run stopped before its first checkpoint
+                r[key] = {"error": str(e)}
+                print(f"{key} probe: {e}", flush=True)
+                continue
             r[key] = {"wall_s": res["wall_s"], "cpu_s": res["cpu_s"], "knn": scores(res["knn"]),
                       "linear": scores(res["linear"]), "linear_selected": res["linear"]["selected"]}
             print(f"{key} probe: linear {res['linear']['macro_f1']:.3f}, k-NN {res['knn']['macro_f1']:.3f}",
@@ -245,8 +271,9 @@ def table(results: dict) -> str:
                  if _get(r, ("ssl", m)) is not None and _get(r, ("random", m)) is not None]
             row.append(_fmt(d, "+"))
         pre = [r["pretrain"] for r in runs if "pretrain" in r]
+        stopped = sum("error" in p for p in pre)
         row.append(f"{np.mean([p['wall_s'] for p in pre]) / 60:.1f} / {np.mean([p['cpu_s'] for p in pre]) / 60:.1f} "
-                   f"({pre[0]['steps']})" if pre else "–")
+                   f"({max(p['steps'] for p in pre)})" + (f", {stopped} stopped" if stopped else "") if pre else "–")
         lines.append(f"| {cell} | " + " | ".join(row) + " |")
     return "\n".join(lines)
 
@@ -306,6 +333,10 @@ def main(argv: list[str] | None = None) -> dict:
         results[name] = {str(s): run_cell(name, cell, s, args, args.sets) for s in args.seeds}
     print("\nPooled macro-F1 over the folds' test windows (mean ± SD over seeds where there are several).\n")
     print(table(results))
+    for name, by_seed in results.items():
+        for seed, r in by_seed.items():
+            if "error" in r.get("pretrain", {}):
+                notes.append(f"{name} seed {seed}: pretraining stopped, no SSL scores: {r['pretrain']['error']}")
     for n in notes:
         print(n)
     out = {"args": {k: str(v) for k, v in vars(args).items() if k != "hp"}, "supervised_hp": args.hp,
