@@ -56,9 +56,9 @@ from wearspec.utils.io import jsonable, write_json, write_text
 
 
 def _demo_pretrain() -> PretrainConfig:
-    """configs/pretrain_vit_tiny.yaml's views and optimiser (see its notes) at the demo's budget, with the EsViT
-    region loss, in float32 with 2 local crops: the YAML's bf16 is fast only on CPUs with native bf16, and the
-    demo must run anywhere."""
+    """configs/pretrain_vit_tiny.yaml's optimiser at the demo's budget, with the EsViT region loss and 2 local
+    crops, and the full 3-D rotation that the embedded data (where the mounting rotation is a nuisance) was tuned
+    with; ``runtime.amp`` is auto (bf16 only where the hardware computes it natively)."""
     return from_dict(PretrainConfig, {
         "backbone": {"name": "vit_tiny_cpu", "drop_path_rate": 0.1},
         "head": {"out_dim": 256, "hidden_dim": 512, "bottleneck_dim": 128, "region": True},

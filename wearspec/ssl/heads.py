@@ -2,7 +2,7 @@
 
 :class:`DINOHead` maps features (..., in_dim) to K = out_dim logits: the view head on pooled features
 (B, D) and, as a second instance, the EsViT dense head on every token (B, L, Dt). The teacher's heads are
-copies of the student's (``copy.deepcopy``), updated by EMA (:func:`wearspec.ssl.schedules.ema_update`).
+copies of the student's (``copy.deepcopy``), updated by EMA (:func:`wearspec.training.schedules.ema_update`).
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from wearspec.errors import WearspecError
-from wearspec.ssl.schedules import teacher_temperature_schedule  # noqa: F401  (re-exported)
+from wearspec.training.schedules import teacher_temperature_schedule  # noqa: F401  (re-exported)
 
 __all__ = ["CENTERINGS", "DINOLoss", "RegionLoss", "esvit_loss", "koleo_loss", "match_tokens", "sinkhorn_knopp",
            "teacher_temperature_schedule", "global_mean"]
