@@ -51,7 +51,10 @@ the cell is skipped with a note.
         [--skip supervised,classical] [--reuse] [--threads 1] [--set optim.lr=1e-3] [--set probe:n_last=2]
         [--json PATH] [--out DIR] [--basicmotions DIR]
     python benchmarks/ssl_matrix.py --cells short,exercise --epochs 1 --skip supervised \\
-        --data-set synthetic.subjects=4 --data-set synthetic.minutes_per_subject=2 --unlabelled 0   # smoke run
+        --set runtime.on_collapse=warn --data-set synthetic.subjects=6 \\
+        --data-set synthetic.minutes_per_subject=2 --unlabelled 0                    # smoke run (minutes)
+    (the supervised model needs validation subjects in every fold: 6 labelled subjects at least; a run that
+    stops before its first checkpoint leaves no front end for the random-init probe either)
 """
 
 from __future__ import annotations
@@ -168,12 +171,17 @@ def run_classical(store: WindowStore, split: dict, seed: int, threads: int) -> d
     return out
 
 
-def run_pretraining(cfg, reuse: bool) -> dict:
+def run_pretraining(cfg, reuse: bool, store: WindowStore) -> dict:
     """``benchmarks/_common.py``'s timed pretraining; a run that stops (the collapse guard, bad settings) is a
-    result, not the end of the matrix: ``{"error": its one line, "wall_s", "cpu_s"}``."""
+    result, not the end of the matrix: ``{"error": its one line, "wall_s", "cpu_s"}``. ``reuse`` holds only for
+    a run made on this very store (its fingerprint is kept beside the run: the store may have been remade)."""
+    marker = Path(cfg.output) / "store_fingerprint.txt"
+    fingerprint = str(store.manifest.get("fingerprint", ""))
+    reuse = reuse and marker.is_file() and marker.read_text() == fingerprint
     with Timer() as t:
         try:
             p = pretrain(cfg, reuse)
+            marker.write_text(fingerprint)
         except WearspecError as e:
             p = {"error": str(e)}
     if "error" in p:
@@ -209,7 +217,7 @@ def run_cell(name: str, cell: Cell, seed: int, args, sets: dict[str, list[str]])
     if any(f.name == "classical" for f in dataclasses.fields(ProbeConfig)):
         probe_sets = ["classical.enabled=false"] + probe_sets  # run once below, not in both probes
     if not {"ssl", "random"} <= args.skip:
-        r["pretrain"] = run_pretraining(cfg, args.reuse)
+        r["pretrain"] = run_pretraining(cfg, args.reuse, store)
     for which, key in (("teacher", "ssl"), ("random", "random")):
         if key not in args.skip:
             if key == "ssl" and "error" in r["pretrain"]:
