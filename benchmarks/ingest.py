@@ -2,7 +2,7 @@
 
 Writes one recording as a CSV (``time,ax,ay,az``; default 1 day at 50 Hz = 4.32 M rows, a random
 walk with 5 decimals), then runs each reader in its own process, so that each peak RSS
-(``ru_maxrss``) is its own:
+(``VmHWM``) is its own:
 
 * ``pyarrow``: ``pyarrow.csv.read_csv`` of the file (the reference: a plain, multi-threaded read);
 * ``prepare (parts)``: ``wearspec prepare generic`` as shipped (a file this size is read in 16 MiB
@@ -12,15 +12,17 @@ walk with 5 decimals), then runs each reader in its own process, so that each pe
 * ``prepare (whole)`` with ``--whole``: the same with the whole-table path forced (the file read at
   once), for comparison.
 
-Printed: seconds, peak RSS and the ratios to pyarrow (throughput = pyarrow time / prepare time).
+Printed: the best of ``--repeat`` runs in seconds, the largest peak RSS, and the ratios to pyarrow
+(throughput = pyarrow time / prepare time), all measured side by side in one run.
 
-    python benchmarks/ingest.py [--days 1] [--rate 50] [--whole] [--json results.json]
+    python benchmarks/ingest.py [--days 1] [--rate 50] [--repeat 3] [--whole] [--json results.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -50,12 +52,17 @@ else:
     store, _ = prepare("generic", path, out, load_config(PrepareConfig, overrides=["window.rate={rate}"]),
                        progress=False)
     rows = len(store)
-print(json.dumps({{"seconds": time.perf_counter() - t, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                  "count": rows}}))
+seconds = time.perf_counter() - t
+try:  # this process's own peak (ru_maxrss would also count the parent's memory at the fork)
+    hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0]
+    rss_mb = int(hwm.split()[1]) / 1024
+except OSError:
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({{"seconds": seconds, "rss_mb": rss_mb, "count": rows}}))
 """
 
 
-def write_csv(path: Path, days: float, rate: float, block: int = 1 << 20) -> int:
+def write_csv(path: Path, days: float, rate: float, block: int = 1 << 16) -> int:
     """One recording, written block by block (memory stays small); returns the number of rows."""
     n = int(round(days * 86400 * rate))
     rng = np.random.default_rng(0)
@@ -72,19 +79,26 @@ def write_csv(path: Path, days: float, rate: float, block: int = 1 << 20) -> int
     return n
 
 
-def run(kind: str, path: Path, out: Path, rate: float) -> dict:
+def run(kind: str, path: Path, out: Path, rate: float, repeat: int = 1) -> dict:
+    """Best time (and the largest peak RSS) of ``repeat`` fresh processes."""
     code = _CHILD.format(root=str(ROOT), rate=rate)
-    res = subprocess.run([sys.executable, "-c", code, kind, str(path), str(out)], capture_output=True, text=True)
-    if res.returncode:
-        raise SystemExit(f"{kind} failed:\n{res.stderr[-2000:]}")
-    return json.loads(res.stdout.strip().splitlines()[-1])
+    runs = []
+    for _ in range(repeat):
+        shutil.rmtree(out, ignore_errors=True)
+        res = subprocess.run([sys.executable, "-c", code, kind, str(path), str(out)], capture_output=True, text=True)
+        if res.returncode:
+            raise SystemExit(f"{kind} failed:\n{res.stderr[-2000:]}")
+        runs.append(json.loads(res.stdout.strip().splitlines()[-1]))
+    return {"seconds": min(r["seconds"] for r in runs), "rss_mb": max(r["rss_mb"] for r in runs),
+            "count": runs[0]["count"], "runs": repeat}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--days", type=float, default=1.0, help="recording length in days")
     ap.add_argument("--rate", type=float, default=50.0, help="sampling rate in Hz (also the window rate)")
-    ap.add_argument("--whole", action="store_true", help="also run prepare with the whole-table path forced")
+    ap.add_argument("--whole", action="store_true", help="also run prepare with the whole-table path forced (once)")
+    ap.add_argument("--repeat", type=int, default=3, help="runs per reader; the best time is reported")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -93,9 +107,9 @@ def main() -> None:
         t = time.perf_counter()
         n = write_csv(csv, args.days, args.rate)
         print(f"{csv.name}: {n:,} rows, {csv.stat().st_size / 1e6:.0f} MB (written in {time.perf_counter() - t:.0f} s)")
-        results = {"pyarrow": run("pyarrow", csv, tmp / "none", args.rate),
-                   "prepare (parts)": run("parts", csv, tmp / "store_parts", args.rate),
-                   "prepare (numpy parts)": run("numpy", csv, tmp / "store_numpy", args.rate)}
+        results = {"pyarrow": run("pyarrow", csv, tmp / "none", args.rate, args.repeat),
+                   "prepare (parts)": run("parts", csv, tmp / "store_parts", args.rate, args.repeat),
+                   "prepare (numpy parts)": run("numpy", csv, tmp / "store_numpy", args.rate, args.repeat)}
         if args.whole:
             results["prepare (whole)"] = run("whole", csv, tmp / "store_whole", args.rate)
     ref = results["pyarrow"]

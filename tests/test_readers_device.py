@@ -130,3 +130,10 @@ def test_calibration_and_nonwear_recorded_in_the_manifest(tmp_path):
     assert 960 <= begin <= 960 + 450 and end > 960 + 3500  # found on a grid of a quarter window
     inside = (store.starts + 10 > begin + 0.5) & (store.starts < end)
     assert not inside.any() and (store.starts < begin).sum() > 100  # the windows of the non-wear period are dropped
+
+
+def test_clock_reset_splits_the_recording(tmp_path):
+    f = write_cwa(tmp_path / "P03.cwa", wrist(80 * 40, 100.0), 100.0, START, gap_after=19, gap_s=-30.0)
+    store, _ = prepare("device", f, tmp_path / "out", cfg("window.rate=50"), progress=False)
+    assert store.recording_names == ["P03#0", "P03#1"]  # the clock stepped back 30 s: two parts, no error
+    assert len(store.meta["devices"]["P03.cwa"]["parts"]) == 2

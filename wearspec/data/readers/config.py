@@ -2,13 +2,15 @@
 :class:`~wearspec.data.prepare.PrepareConfig` (e.g. ``generic.channels=[ax,ay,az]``).
 
 They live next to the readers (not in :mod:`wearspec.config`, the generic typed loader) so that the
-loader depends on nothing in :mod:`wearspec.data`. Only dataclasses and defaults here; each reader
-checks its own section when it opens its input, naming the key.
+loader depends on nothing in :mod:`wearspec.data`. Dataclasses and defaults here (with a ``validate``
+where a value can be checked alone); each reader checks the rest when it opens its input, naming the key.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from wearspec.errors import WearspecError
 
 
 @dataclass
@@ -110,8 +112,6 @@ class DeviceConfig:
     nonwear_window_s: float = 3600.0  # non-wear: ≥ 2 axes with SD < 13 mg or range < 50 mg over this long
 
     def validate(self) -> None:
-        from wearspec.errors import WearspecError
-
         if self.nonwear not in ("off", "flag", "drop"):
             raise WearspecError(f"device.nonwear: expected off, flag or drop, got {self.nonwear!r}")
         if not self.max_gap_s > 0 or not self.nonwear_window_s > 0:

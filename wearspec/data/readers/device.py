@@ -131,8 +131,7 @@ def _recordings(f: Path, subject: str, cfg, devices: dict) -> Iterator[Recording
     t_ns, x, meta = read_device(f, cfg.device.gyroscope)
     devices[f.name] = meta
     t = (t_ns - t_ns[0]).astype(np.float64) * 1e-9
-    parts = list(uniform_from_timestamps(t, None, str(f), max_gap_s=cfg.device.max_gap_s))
-    parts = [(a, b) for a, b, _ in parts if b - a >= 2]
+    parts = _continuous_parts(t, str(f), cfg.device.max_gap_s)
     meta["parts"] = [{"start_s": float(t[a]), "samples": b - a, "rate": (b - a - 1) / float(t[b - 1] - t[a])}
                      for a, b in parts]
     _preprocess(x, t, max(meta["parts"], key=lambda p: p["samples"])["rate"], cfg.device, meta)
@@ -142,6 +141,20 @@ def _recordings(f: Path, subject: str, cfg, devices: dict) -> Iterator[Recording
         chunks = ((x[i : min(i + CHUNK_SAMPLES, b)].T, None) for i in range(a, b, CHUNK_SAMPLES))
         yield RecordingStream(subject=subject, recording=rec, rate=info["rate"], chunks=chunks,
                               start=float(t[a]), source=f"{f} (subject {subject}, part {k + 1} of {len(parts)})")
+
+
+def _continuous_parts(t: np.ndarray, source: str, max_gap_s: float) -> list[tuple[int, int]]:
+    """``(begin, end)`` sample ranges without a gap: split where the clock pauses for more than ``max_gap_s``
+    or steps back (a clock reset); parts of fewer than 2 samples are dropped."""
+    back = (np.flatnonzero(np.diff(t) <= 0) + 1).tolist()
+    parts = []
+    for a0, b0 in zip([0, *back], [*back, t.shape[0]]):
+        if b0 - a0 >= 2:
+            parts += [(a0 + a, a0 + b) for a, b, _ in uniform_from_timestamps(t[a0:b0], None, source,
+                                                                             max_gap_s=max_gap_s) if b - a >= 2]
+    if not parts:
+        raise WearspecError(f"{source}: no stretch of at least 2 samples with increasing timestamps")
+    return parts
 
 
 def _preprocess(x: np.ndarray, t: np.ndarray, rate: float, d, meta: dict) -> None:
