@@ -137,3 +137,21 @@ def test_clock_reset_splits_the_recording(tmp_path):
     store, _ = prepare("device", f, tmp_path / "out", cfg("window.rate=50"), progress=False)
     assert store.recording_names == ["P03#0", "P03#1"]  # the clock stepped back 30 s: two parts, no error
     assert len(store.meta["devices"]["P03.cwa"]["parts"]) == 2
+
+
+def test_annotations_label_the_windows(tmp_path):
+    write_cwa(tmp_path / "P01.cwa", wrist(80 * 30, 100.0), 100.0, START)  # 24 s from 10:00:00.25
+    (tmp_path / "ann.csv").write_text(
+        "subject,start,end,label\n"
+        "P01,2024-05-01T10:00:02.25,2024-05-01T10:00:10.25,walking\n"
+        "P01,2024-05-01 10:00:12.25,2024-05-01 10:00:20.25,sitting\n"
+        "P99,2024-05-01T10:00:00,2024-05-01T11:00:00,running\n")
+    store, _ = prepare("device", tmp_path, tmp_path / "out",
+                       cfg("window.rate=50", "window.hop_s=2", "device.annotations_csv=ann.csv"), progress=False)
+    assert store.label_names == ["running", "sitting", "walking"]
+    got = [store.label_names[k] if k >= 0 else "-" for k in store.labels]
+    assert got == ["-", "walking", "walking", "walking", "walking", "-", "sitting", "sitting", "sitting", "sitting",
+                   "-"][: len(got)] and len(got) >= 10
+    (tmp_path / "ann.csv").write_text("subject,start,end,label\nP01,2024-05-01T10:00:09,2024-05-01T10:00:02,x\n")
+    expect_prepare_error("device", tmp_path, tmp_path / "o2", cfg("device.annotations_csv=ann.csv"),
+                         "ann.csv, line 2, column 'end'", "end after the start")

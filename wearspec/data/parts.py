@@ -92,12 +92,14 @@ def prepare_parts(reader: str, input_path, output, cfg, *, progress: bool | None
 
 def _single_file_cfg(cfg, root: Path):
     """The settings for one part: the same, without the many-file keys (so a part is a plain store); a
-    mapping CSV named relative to the input folder is made absolute (a part reads one file)."""
+    CSV named relative to the input folder is made absolute (a part reads one file)."""
     import dataclasses
 
     device = cfg.device
-    if device.subjects_csv and not Path(device.subjects_csv).is_absolute() and root.is_dir():
-        device = dataclasses.replace(device, subjects_csv=str((root / device.subjects_csv).resolve()))
+    for key in ("subjects_csv", "annotations_csv"):
+        name = getattr(device, key)
+        if name and not Path(name).is_absolute() and root.is_dir():
+            device = dataclasses.replace(device, **{key: str((root / name).resolve())})
     return dataclasses.replace(cfg, jobs=1, shard="", keep_going=False, device=device)
 
 

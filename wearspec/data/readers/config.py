@@ -107,6 +107,7 @@ class DeviceConfig:
     subjects_csv: str = ""
     gyroscope: bool = False  # add gx, gy, gz (°/s); every file must then have a gyroscope (AX6)
     max_gap_s: float = 1.0  # a longer pause between samples splits the recording: no window straddles it
+    annotations_csv: str = ""  # labels: columns subject,start,end,label (ISO times in the device's clock)
     calibrate: bool = False  # gravity autocalibration: sphere fit on still periods (van Hees 2014)
     nonwear: str = "off"  # off | flag (periods in the manifest) | drop (their samples become missing)
     nonwear_window_s: float = 3600.0  # non-wear: ≥ 2 axes with SD < 13 mg or range < 50 mg over this long

@@ -6,6 +6,8 @@ optional dependency: ``pip install 'wearspec[devices]'``. Each file is one subje
 
 * channels ``ax, ay, az`` in g, plus ``gx, gy, gz`` in °/s with ``device.gyroscope=true`` (AX6);
 * the subject from the file name (``device.subject_pattern``) or a mapping CSV (``device.subjects_csv``);
+* optional labels from ``device.annotations_csv`` (columns ``subject,start,end,label``, ISO times in
+  the device's clock, as Capture-24's annotations); samples outside every annotation are unlabelled;
 * timestamps as the device recorded them (its wall clock; the header's time zone is kept in the
   manifest). Pauses longer than ``device.max_gap_s`` split the recording into parts (``name#k``), so
   no window straddles a gap; the rate of each part is its sample count over its duration, which
@@ -32,7 +34,7 @@ import numpy as np
 from wearspec.data.chunked import RecordingStream
 from wearspec.data.preprocess import calibrate_gravity, nonwear_periods
 from wearspec.data.readers import Source
-from wearspec.data.readers.tables import check_file, read_csv, require_path
+from wearspec.data.readers.tables import _parse_datetimes, check_file, read_csv, require_path, sort_labels
 from wearspec.data.windowing import uniform_from_timestamps
 from wearspec.errors import WearspecError
 
@@ -74,8 +76,7 @@ def subject_names(files: list[Path], root: Path, cfg) -> dict[Path, str]:
     """File → subject, from ``subjects_csv`` or ``subject_pattern`` (errors name the file)."""
     d = cfg.device
     if d.subjects_csv:
-        table_path = Path(d.subjects_csv)
-        table_path = table_path if table_path.is_absolute() or not root.is_dir() else root / table_path
+        table_path = _csv_path(d.subjects_csv, root)
         table = read_csv(check_file(table_path, "columns file,subject"))
         table.require(["file", "subject"], "(device.subjects_csv)")
         mapping = dict(zip(np.char.strip(table.strings("file")).tolist(), np.char.strip(table.strings("subject")).tolist()))
@@ -126,9 +127,43 @@ def read_device(path: Path, gyroscope: bool) -> tuple[np.ndarray, np.ndarray, di
     return t, np.concatenate(parts, axis=1), meta
 
 
-def _recordings(f: Path, subject: str, cfg, devices: dict) -> Iterator[RecordingStream]:
+def _csv_path(name: str, root: Path) -> Path:
+    """A CSV setting: as given when absolute, else relative to the input folder (or the file's folder)."""
+    p = Path(name)
+    return p if p.is_absolute() else (root if root.is_dir() else root.parent) / p
+
+
+def read_annotations(path: Path) -> tuple[list[str], dict[str, np.ndarray]]:
+    """Label names and, per subject, (k, 3) int64 rows (start ns, end ns, label code) from a CSV with
+    columns subject, start, end, label (ISO date-times, as Capture-24's annotations)."""
+    table = read_csv(check_file(path, "columns subject,start,end,label"))
+    table.require(["subject", "start", "end", "label"], "(device.annotations_csv)")
+    subjects = np.char.strip(table.strings("subject"))
+    labels = np.char.strip(table.strings("label"))
+    start, end = (_parse_datetimes(table.strings(c), lambda i, c=c: table.where(i, c)) for c in ("start", "end"))
+    bad = np.flatnonzero(end <= start)
+    if bad.size:
+        raise WearspecError(f"{table.where(int(bad[0]), 'end')}: expected an end after the start")
+    names = sort_labels(v for v in labels.tolist() if v)
+    codes = np.array([names.index(v) if v else -1 for v in labels.tolist()], np.int64)
+    rows = np.stack([start, end, codes], axis=1) if len(codes) else np.zeros((0, 3), np.int64)
+    return names, {s: rows[subjects == s] for s in np.unique(subjects).tolist()}
+
+
+def _sample_labels(t_ns: np.ndarray, rows: np.ndarray | None) -> np.ndarray | None:
+    """(n,) label codes of samples at ``t_ns`` from annotation rows (start, end, code); -1 outside."""
+    if rows is None:
+        return None
+    out = np.full(t_ns.shape[0], -1, np.int32)
+    for s, e, c in rows.tolist():
+        out[np.searchsorted(t_ns, s) : np.searchsorted(t_ns, e)] = c
+    return out
+
+
+def _recordings(f: Path, subject: str, cfg, devices: dict, annotations: dict | None) -> Iterator[RecordingStream]:
     """The continuous parts of one file, each delivered in chunks."""
     t_ns, x, meta = read_device(f, cfg.device.gyroscope)
+    lab = _sample_labels(t_ns, None if annotations is None else annotations.get(subject, np.zeros((0, 3), np.int64)))
     devices[f.name] = meta
     t = (t_ns - t_ns[0]).astype(np.float64) * 1e-9
     parts = _continuous_parts(t, str(f), cfg.device.max_gap_s)
@@ -138,7 +173,8 @@ def _recordings(f: Path, subject: str, cfg, devices: dict) -> Iterator[Recording
     name = f.stem if f.stem != subject else subject
     for k, ((a, b), info) in enumerate(zip(parts, meta["parts"])):
         rec = f"{name}#{k}" if len(parts) > 1 else name
-        chunks = ((x[i : min(i + CHUNK_SAMPLES, b)].T, None) for i in range(a, b, CHUNK_SAMPLES))
+        chunks = ((x[i : min(i + CHUNK_SAMPLES, b)].T, None if lab is None else lab[i : min(i + CHUNK_SAMPLES, b)])
+                  for i in range(a, b, CHUNK_SAMPLES))
         yield RecordingStream(subject=subject, recording=rec, rate=info["rate"], chunks=chunks,
                               start=float(t[a]), source=f"{f} (subject {subject}, part {k + 1} of {len(parts)})")
 
@@ -178,9 +214,13 @@ def open_source(path: Path | None, cfg) -> Source:
     import_actfast()  # fail before any work when it is missing
     channels = ["ax", "ay", "az"] + (["gx", "gy", "gz"] if cfg.device.gyroscope else [])
     devices: dict[str, dict] = {}
+    names, annotations, inputs = [], None, list(files)
+    if cfg.device.annotations_csv:
+        inputs.append(_csv_path(cfg.device.annotations_csv, root))
+        names, annotations = read_annotations(inputs[-1])
 
     def items():
         for f in files:
-            yield from _recordings(f, subjects[f], cfg, devices)
+            yield from _recordings(f, subjects[f], cfg, devices, annotations)
 
-    return Source("device", channels, [], items(), inputs=files, meta={"layout": "device", "devices": devices})
+    return Source("device", channels, names, items(), inputs=inputs, meta={"layout": "device", "devices": devices})
