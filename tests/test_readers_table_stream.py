@@ -76,7 +76,7 @@ def test_csv_in_parts_equals_whole(tmp_path, monkeypatch, gz, overrides, atol, p
     monkeypatch.setattr(chunks, "CHUNK_BYTES", 5000)  # ~100 rows a part: windows straddle every edge
     seen = _parser(monkeypatch, parser)
     parts, _ = prepare("generic", path, tmp_path / "parts", cfg(*overrides), progress=False)
-    assert len(seen) > 30  # read in parts
+    assert len(seen) > 10  # read in parts
     assert "s1/r1#0" in parts.recording_names and "s1/r1#1" in parts.recording_names
     _same(whole, parts, atol)
 

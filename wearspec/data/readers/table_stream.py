@@ -33,6 +33,7 @@ from wearspec.data.windowing import uniform_from_timestamps
 from wearspec.errors import WearspecError, where
 
 PARQUET_ROWS = 1 << 20  # rows per Parquet batch
+ARROW_BLOCK = 1 << 20  # bytes of CSV per pyarrow block; its reader keeps a fixed number of blocks ahead
 _MISSING = np.array([t.encode() for t in MISSING_TOKENS])
 
 
@@ -197,17 +198,21 @@ def arrow_csv_parts(path: Path, channels: list[str], g, text: list[str] | None =
     numbers = [*channels, *([g.time_column] if g is not None and g.time_column in columns else [])]
     types = {**{c: pa.float64() for c in numbers}, **{c: pa.dictionary(pa.int32(), pa.string()) for c in text}}
     nulls = sorted({v for t in MISSING_TOKENS for v in (t, t.upper(), t.capitalize())})
-    reader = pa_csv.open_csv(
-        path, read_options=pa_csv.ReadOptions(block_size=chunks.CHUNK_BYTES),
+    reader = pa_csv.open_csv(  # small blocks: the reader reads a fixed number of blocks ahead
+        path, read_options=pa_csv.ReadOptions(block_size=min(ARROW_BLOCK, chunks.CHUNK_BYTES)),
         parse_options=pa_csv.ParseOptions(delimiter=delim),
         convert_options=pa_csv.ConvertOptions(column_types=types, include_columns=list(types), null_values=nulls,
                                               strings_can_be_null=True))
-    row = 0
-    for batch in reader:
-        names = list(batch.schema.names)
-        yield ArrowTable(path, names, {n: pa.chunked_array([batch.column(n)]) for n in names}, batch.num_rows,
-                         None, first_row=row)
-        row += batch.num_rows
+    row, batches = 0, []
+    for batch in itertools.chain(reader, [None]):
+        if batch is not None:
+            batches.append(batch)
+        size = sum(b.nbytes for b in batches)
+        if batches and (batch is None or size >= chunks.CHUNK_BYTES):  # parts of about one chunk
+            table = pa.Table.from_batches(batches)
+            names = list(table.column_names)
+            yield ArrowTable(path, names, {n: table.column(n) for n in names}, table.num_rows, None, first_row=row)
+            row, batches = row + table.num_rows, []
 
 
 def _line_accurate(path: Path, pieces: Iterator, numpy_pieces) -> Iterator:
