@@ -128,7 +128,7 @@ class CollapseGuard:
       ``top_fraction_threshold`` (one prototype takes the batch).
 
     ``check_from``: the first step at which a verdict may be given (the pretraining recipe passes the end of
-    the LR and teacher-temperature warm-ups, and at least a tenth of the run): before it every teacher is near
+    the LR and teacher-temperature warm-ups, and at least 40 % of the run): before it every teacher is near
     uniform. From then on every step is judged on the last ``window`` steps; a verdict is given once, later
     calls return None (``runtime.on_collapse=warn`` goes on after it).
     """

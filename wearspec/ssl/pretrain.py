@@ -347,9 +347,10 @@ def _step_hooks(cfg: PretrainConfig, nets: _Nets, tr: Trainer, sched: dict[str, 
 
 def _collapse_check_from(cfg: PretrainConfig, tr: Trainer) -> int:
     """The first step at which a collapsed teacher is a verdict, not a phase: after the LR and teacher-temperature
-    warm-ups and a fifth of the run (every teacher starts near uniform)."""
+    warm-ups and 40 % of the run. Every teacher starts near uniform, and a healthy one of the tiny recipes was
+    measured still at 0.92 of log K at 20 % of a 560-step run (0.81 at 36 %, 0.57 at 90 %)."""
     spe = tr.steps_per_epoch
-    return max(cfg.optim.warmup_epochs * spe, cfg.loss.warmup_teacher_temp_epochs * spe, tr.total // 5)
+    return max(cfg.optim.warmup_epochs * spe, cfg.loss.warmup_teacher_temp_epochs * spe, tr.total * 2 // 5)
 
 
 def _judge_collapse(guard: CollapseGuard, step: int, stats: dict, on_collapse: str, tr: Trainer,
