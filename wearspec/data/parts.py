@@ -57,20 +57,20 @@ def part_name(file: Path, root: Path) -> str:
     return "__".join(rel.parts)
 
 
-def _prepare_one(reader: str, file: str, out: str, cfg) -> tuple[str, str | None]:
+def _prepare_one(prepare_store, reader: str, file: str, out: str, cfg) -> tuple[str, str | None]:
     """Worker: one file → one part store. Returns (file, error message or None)."""
-    from wearspec.data.prepare import prepare
-
     try:
-        prepare(reader, file, out, cfg, progress=False)
+        prepare_store(reader, Path(file), out, cfg, progress=False)
     except WearspecError as e:
         return file, str(e)
     return file, None
 
 
-def prepare_parts(reader: str, input_path, output, cfg, *, progress: bool | None = None) -> tuple[WindowStore, bool]:
-    """Prepare every input file (of this shard) as a part of ``output``, then merge the finished parts.
-    Returns (the merged store, whether every part of this run was already there)."""
+def prepare_parts(reader: str, input_path, output, cfg, prepare_store, *,
+                  progress: bool | None = None) -> tuple[WindowStore, bool]:
+    """Prepare every input file (of this shard) as a part of ``output`` with ``prepare_store`` (the
+    one-store ``prepare``, passed in so that this module does not import it back), then merge the
+    finished parts. Returns (the merged store, whether every part of this run was already there)."""
     module = get_reader(reader)
     if not hasattr(module, "input_files"):
         raise WearspecError(f"jobs, shard and keep_going: the {reader} reader reads its dataset as a whole; "
@@ -83,11 +83,11 @@ def prepare_parts(reader: str, input_path, output, cfg, *, progress: bool | None
     output = Path(output)
     (output / PARTS).mkdir(parents=True, exist_ok=True)
     single = _single_file_cfg(cfg, root)
-    jobs = [(reader, str(f), str(output / PARTS / part_name(f, root)), single) for f in files]
+    jobs = [(prepare_store, reader, str(f), str(output / PARTS / part_name(f, root)), single) for f in files]
     before = {p.name for p in _finished_parts(output)}
     failed = _run(jobs, cfg, progress)
     store = merge_parts(output, failed)
-    return store, not failed and all(Path(j[2]).name in before for j in jobs)
+    return store, not failed and all(Path(j[3]).name in before for j in jobs)
 
 
 def _single_file_cfg(cfg, root: Path):

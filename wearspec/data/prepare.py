@@ -76,17 +76,23 @@ def prepare(
     *,
     progress: bool | None = None,
 ) -> tuple[WindowStore, bool]:
-    """Build a store from ``input_path`` with ``reader``. Returns (store, reused_existing)."""
+    """Build a store from ``input_path`` with ``reader``. Returns (store, reused_existing). With ``jobs``,
+    ``shard`` or ``keep_going`` set, file by file as parts of one store (:mod:`wearspec.data.parts`)."""
     cfg.window.validate()
-    module = get_reader(reader)
     path = Path(input_path) if input_path is not None else None
     if path is not None and not path.exists():
         raise WearspecError(f"{path}: input not found")
     if cfg.by_file:
         from wearspec.data.parts import prepare_parts
 
-        return prepare_parts(reader, path, output, cfg, progress=progress)
-    source = module.open_source(path, cfg)
+        return prepare_parts(reader, path, output, cfg, prepare_store, progress=progress)
+    return prepare_store(reader, path, output, cfg, progress=progress)
+
+
+def prepare_store(reader: str, path: Path | None, output: str | os.PathLike, cfg: PrepareConfig, *,
+                  progress: bool | None = None) -> tuple[WindowStore, bool]:
+    """One store from everything ``reader`` finds at ``path`` (checked to exist)."""
+    source = get_reader(reader).open_source(path, cfg)
     fp = fingerprint(reader, cfg, source.inputs, source.meta)
     if check_output(output, fp, cfg.store.overwrite):
         return WindowStore(output), True
