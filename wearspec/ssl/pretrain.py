@@ -119,6 +119,9 @@ class PretrainConfig:
         if not 0.0 <= self.loss.mask_ratio < 1.0 or self.loss.mask_weight < 0:
             raise WearspecError(f"loss.mask_ratio / mask_weight: expected [0, 1) and ≥ 0, got {self.loss.mask_ratio}, "
                                 f"{self.loss.mask_weight}")
+        if self.loss.mask_ratio > 0 and self.backbone.resolved()["arch"] != "vit":
+            raise WearspecError(f"loss.mask_ratio: masked-token prediction needs a ViT backbone, got "
+                                f"{self.backbone.name!r}; set loss.mask_ratio=0")
         if self.loss.koleo_weight > 0 and self.optim.batch_size < 2:
             raise WearspecError("loss.koleo_weight > 0 needs optim.batch_size ≥ 2 (nearest neighbours in the batch)")
 
