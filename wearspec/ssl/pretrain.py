@@ -23,7 +23,7 @@ from wearspec.data.augment import AugmentConfig, build_sensor_augment, build_spe
 from wearspec.data.frontend import FrontendConfig, build_frontend
 from wearspec.data.store import WindowStore
 from wearspec.errors import WearspecError
-from wearspec.models.backbones import BackboneConfig, build_backbone
+from wearspec.models.backbones import PRESETS, BackboneConfig, build_backbone
 from wearspec.models.encoder import SpectrogramEncoder, encoder_meta
 from wearspec.ssl.heads import DINOHead, cancel_last_layer_gradients
 from wearspec.ssl.losses import CENTERINGS, DINOLoss, RegionLoss, esvit_loss, koleo_loss
@@ -119,7 +119,7 @@ class PretrainConfig:
         if not 0.0 <= self.loss.mask_ratio < 1.0 or self.loss.mask_weight < 0:
             raise WearspecError(f"loss.mask_ratio / mask_weight: expected [0, 1) and ≥ 0, got {self.loss.mask_ratio}, "
                                 f"{self.loss.mask_weight}")
-        if self.loss.mask_ratio > 0 and self.backbone.resolved()["arch"] != "vit":
+        if self.loss.mask_ratio > 0 and PRESETS.get(self.backbone.name, {}).get("arch") == "swin":
             raise WearspecError(f"loss.mask_ratio: masked-token prediction needs a ViT backbone, got "
                                 f"{self.backbone.name!r}; set loss.mask_ratio=0")
         if self.loss.koleo_weight > 0 and self.optim.batch_size < 2:
