@@ -10,8 +10,8 @@ import pytest
 sf = pytest.importorskip("soundfile", reason="the audio reader needs soundfile (a wearspec dependency)")
 
 from conftest import expect_prepare_error  # noqa: E402
-from wearspec.config import PrepareConfig, load_config  # noqa: E402
-from wearspec.data.prepare import prepare  # noqa: E402
+from wearspec.config import load_config  # noqa: E402
+from wearspec.data.prepare import PrepareConfig, prepare  # noqa: E402
 
 
 def cfg(*overrides: str) -> PrepareConfig:

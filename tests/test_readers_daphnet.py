@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from wearspec.config import PrepareConfig, load_config
+from wearspec.config import load_config
 from wearspec.data import prepare as prep
+from wearspec.data.prepare import PrepareConfig
 from wearspec.data.readers import daphnet
 from wearspec.errors import WearspecError
 

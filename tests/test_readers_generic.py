@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from conftest import expect_prepare_error
-from wearspec.config import PrepareConfig, load_config
-from wearspec.data.prepare import prepare
+from wearspec.config import load_config
+from wearspec.data.prepare import PrepareConfig, prepare
 
 RATE = 50.0
 

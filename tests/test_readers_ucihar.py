@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from conftest import expect_prepare_error
-from wearspec.config import PrepareConfig, load_config
-from wearspec.data.prepare import prepare
+from wearspec.config import load_config
+from wearspec.data.prepare import PrepareConfig, prepare
 
 ACTIVITIES = ["WALKING", "WALKING_UPSTAIRS", "WALKING_DOWNSTAIRS", "SITTING", "STANDING", "LAYING"]
 SIGNALS = ("total_acc", "body_acc", "body_gyro")

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from wearspec.config import PrepareConfig, load_config
+from wearspec.config import load_config
+from wearspec.data.prepare import PrepareConfig
 from wearspec.data import prepare as prep
 from wearspec.data.readers import wisdm
 from wearspec.errors import WearspecError
