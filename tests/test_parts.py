@@ -84,3 +84,20 @@ def test_device_files_in_parts_with_a_mapping_csv(tmp_path):
     store, _ = prepare("device", inp, tmp_path / "out", cfg("jobs=2", "device.subjects_csv=ids.csv"), progress=False)
     assert store.subject_names == ["P2", "P1"] and sorted(store.meta["devices"]) == ["d1.cwa", "d2.cwa"]
     assert store.meta["parts"] == ["b__d2.cwa", "d1.cwa"] and 20 <= len(store) <= 22  # parts in name order
+
+
+def test_device_files_from_a_list(tmp_path):
+    pytest.importorskip("actfast")
+    from datetime import datetime
+
+    from devicefiles import write_cwa
+
+    acc = np.tile([0.0, 0.0, 1.0], (50 * 12, 1))
+    for name in ("a/P1.cwa", "b/P2.cwa", "c/P3.cwa"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        write_cwa(tmp_path / name, acc, 50.0, datetime(2024, 5, 1, 10))
+    (tmp_path / "files.txt").write_text("a/P1.cwa\n# not this one: c/P3.cwa\nb\n")
+    store, _ = prepare("device", tmp_path / "files.txt", tmp_path / "out", cfg("jobs=2"), progress=False)
+    assert store.subject_names == ["P1", "P2"] and store.meta["parts"] == ["a__P1.cwa", "b__P2.cwa"]
+    one, _ = prepare("device", tmp_path / "files.txt", tmp_path / "one", cfg(), progress=False)
+    assert one.subject_names == ["P1", "P2"]

@@ -87,8 +87,10 @@ def test_device_errors(tmp_path):
     raw[1024 + 512 * 3 + 40] ^= 0xFF  # breaks that sector's checksum
     f.write_bytes(bytes(raw))
     expect_prepare_error("device", f, out, cfg(), "P01.cwa", "cannot read as a .cwa device file", "checksum")
-    (tmp_path / "notes.txt").write_text("x")
-    expect_prepare_error("device", tmp_path / "notes.txt", out, cfg(), "notes.txt", "expected a device file")
+    (tmp_path / "notes.md").write_text("x")
+    expect_prepare_error("device", tmp_path / "notes.md", out, cfg(), "notes.md", "expected a device file")
+    (tmp_path / "list.txt").write_text("P01.cwa\nP02.cwa\n")
+    expect_prepare_error("device", tmp_path / "list.txt", out, cfg(), "list.txt, line 2", "P02.cwa not found")
 
 
 @pytest.mark.parametrize("suffix,fmt", [(".bin", "GeneActiv BIN"), (".gt3x", "Actigraph GT3X"), (".cwa", "Axivity CWA")])

@@ -52,8 +52,9 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 def part_name(file: Path, root: Path) -> str:
-    """The part folder of an input file: its path below the input folder, '/' → '__'."""
-    rel = file.relative_to(root) if root.is_dir() else Path(file.name)
+    """The part folder of an input file: its path below the input folder ('/' → '__'), else its name."""
+    base = root if root.is_dir() else root.parent
+    rel = file.relative_to(base) if file.is_relative_to(base) else Path(file.name)
     return "__".join(rel.parts)
 
 
@@ -84,6 +85,11 @@ def prepare_parts(reader: str, input_path, output, cfg, prepare_store, *,
     (output / PARTS).mkdir(parents=True, exist_ok=True)
     single = _single_file_cfg(cfg, root)
     jobs = [(prepare_store, reader, str(f), str(output / PARTS / part_name(f, root)), single) for f in files]
+    seen: dict[str, str] = {}
+    for job in jobs:
+        if seen.setdefault(job[3], job[2]) != job[2]:
+            raise WearspecError(f"{job[2]} and {seen[job[3]]} would be the same part {Path(job[3]).name}; "
+                                "give files distinct names or read them from one folder")
     before = {p.name for p in _finished_parts(output)}
     failed = _run(jobs, cfg, progress)
     store = merge_parts(output, failed)

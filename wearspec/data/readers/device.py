@@ -1,6 +1,7 @@
 """Raw device files: Axivity .cwa (AX3; AX6 with gyroscope), ActiGraph .gt3x, GENEActiv .bin.
 
-``wearspec prepare device PATH`` reads one file or every such file under a folder (recursively) with
+``wearspec prepare device PATH`` reads one file, every such file under a folder (recursively), or the files
+and folders a ``.txt`` list names (one a line), with
 `actfast <https://github.com/childmindresearch/actfast>`_ (MIT, numpy-only wheels, no Java), an
 optional dependency: ``pip install 'wearspec[devices]'``. Each file is one subject's recording:
 
@@ -40,7 +41,7 @@ from wearspec.errors import WearspecError
 
 SUFFIXES = (".cwa", ".gt3x", ".bin")
 CHUNK_SAMPLES = 1 << 20  # samples per chunk handed to the windowing
-EXPECTED = "a device file (.cwa, .gt3x, .bin) or a folder of them"
+EXPECTED = "a device file (.cwa, .gt3x, .bin), a folder of them, or a .txt list of them"
 
 
 def import_actfast():
@@ -54,8 +55,19 @@ def import_actfast():
 
 
 def device_files(path: Path) -> list[Path]:
-    """The device files at ``path``: the file itself, or those under the folder (recursively)."""
+    """The device files at ``path``: the file itself, those under the folder (recursively), or those a
+    ``.txt`` list names (one file or folder a line, relative to the list's folder; ``#`` comments)."""
     path = require_path(path, EXPECTED)
+    if path.is_file() and path.suffix.lower() == ".txt":
+        files = []
+        for i, ln in enumerate(path.read_text().splitlines(), 1):
+            ln = ln.split("#", 1)[0].strip()
+            if ln and not (path.parent / ln).exists():
+                raise WearspecError(f"{path}, line {i}: {ln} not found; expected a device file or folder")
+            files += device_files(path.parent / ln) if ln else []
+        if not files:
+            raise WearspecError(f"{path}: the list names no device files")
+        return files
     if path.is_file():
         if path.suffix.lower() not in SUFFIXES:
             raise WearspecError(f"{path}: expected {EXPECTED}")
