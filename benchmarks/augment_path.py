@@ -46,7 +46,8 @@ from torch.utils.data import DataLoader, Dataset
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from wearspec.config import PrepareConfig, from_dict, load_config, to_dict  # noqa: E402
+from wearspec.config import from_dict, load_config, to_dict  # noqa: E402
+from wearspec.data.prepare import PrepareConfig  # noqa: E402
 from wearspec.data.augment import AugmentConfig, build_sensor_augment, build_spec_augment, make_generator  # noqa: E402
 from wearspec.data.augment import triads_from_channels  # noqa: E402
 from wearspec.data.dataset import WindowDataset  # noqa: E402

@@ -68,7 +68,8 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
-from wearspec.config import PrepareConfig, load_config
+from wearspec.config import load_config
+from wearspec.data.prepare import PrepareConfig
 from wearspec.data.frontend import FrontendConfig, build_frontend, ieee_fp32
 from wearspec.data.prepare import prepare
 from wearspec.data.splits import SplitConfig, make_splits

@@ -34,7 +34,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from wearspec.config import PrepareConfig  # noqa: E402
+from wearspec.data.prepare import PrepareConfig  # noqa: E402
 from wearspec.data.prepare import prepare  # noqa: E402
 from wearspec.data.synthetic import generate  # noqa: E402
 from wearspec.evaluate.classical import window_features  # noqa: E402

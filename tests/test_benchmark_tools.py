@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from wearspec.config import PrepareConfig, load_config
+from wearspec.config import load_config
+from wearspec.data.prepare import PrepareConfig
 from wearspec.data.prepare import prepare
 
 ROOT = Path(__file__).resolve().parents[1]

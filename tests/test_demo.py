@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from wearspec.cli import main
-from wearspec.config import PrepareConfig, SyntheticConfig
+from wearspec.data.prepare import PrepareConfig
+from wearspec.data.readers.config import SyntheticConfig
 from wearspec.data.frontend import SpectrogramFrontend
 from wearspec.data.prepare import prepare
 from wearspec.demo.figures import cls_attention, match_crops

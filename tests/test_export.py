@@ -16,7 +16,8 @@ import torch
 from onnx import TensorProto, helper
 from torch import nn
 
-from wearspec.config import PrepareConfig, SyntheticConfig
+from wearspec.data.prepare import PrepareConfig
+from wearspec.data.readers.config import SyntheticConfig
 from wearspec.data.frontend import SpectrogramFrontend
 from wearspec.data.prepare import prepare
 from wearspec.data.splits import SplitConfig, make_splits

@@ -17,7 +17,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from wearspec.config import PrepareConfig, from_dict, load_config
+from wearspec.config import from_dict, load_config
+from wearspec.data.prepare import PrepareConfig
 from wearspec.data.frontend import SpectrogramFrontend
 from wearspec.data.prepare import prepare
 from wearspec.data.store import WindowStore

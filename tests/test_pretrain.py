@@ -17,7 +17,7 @@ import torch
 from wearspec.config import load_config
 from wearspec.data.prepare import prepare
 from wearspec.data.store import WindowStore
-from wearspec.config import PrepareConfig
+from wearspec.data.prepare import PrepareConfig
 from wearspec.errors import WearspecError
 from wearspec.models.encoder import encoder_from_checkpoint
 from wearspec.ssl.pretrain import PretrainConfig, run_pretrain

@@ -17,7 +17,8 @@ from wearspec.errors import WearspecError
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    from wearspec.config import PrepareConfig, load_config, to_yaml
+    from wearspec.config import load_config, to_yaml
+    from wearspec.data.prepare import PrepareConfig
     from wearspec.data.inspect import format_summary
     from wearspec.data.prepare import prepare
 

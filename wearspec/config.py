@@ -270,23 +270,3 @@ def saved_config_difference(saved: str | os.PathLike, config: dict, ignore: Sequ
     old = {k: v for k, v in (yaml.safe_load(saved.read_text()) or {}).items() if k not in ignore}
     diff = first_difference(old, {k: v for k, v in config.items() if k not in ignore})
     return (diff[0][0], diff[1]) if diff is not None else None
-
-
-# The prepare settings live next to their code (wearspec.data.prepare, .store, .readers.config), so that
-# this loader imports nothing from wearspec.data. These names still resolve here, lazily (only when asked
-# for), so that code and scripts that import them from wearspec.config keep working.
-_PREPARE_NAMES = {
-    "PrepareConfig": "wearspec.data.prepare",
-    "StoreConfig": "wearspec.data.store",
-    **{name: "wearspec.data.readers.config" for name in (
-        "GenericConfig", "Pamap2Config", "Capture24Config", "DaphnetConfig", "UciHarConfig", "AudioConfig",
-        "SyntheticConfig")},
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _PREPARE_NAMES:
-        import importlib
-
-        return getattr(importlib.import_module(_PREPARE_NAMES[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

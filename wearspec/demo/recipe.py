@@ -38,8 +38,9 @@ from typing import Callable
 
 import numpy as np
 
-from wearspec.config import (PrepareConfig, SyntheticConfig, from_dict, saved_config_difference, to_dict,
-                             to_yaml)
+from wearspec.config import from_dict, saved_config_difference, to_dict, to_yaml
+from wearspec.data.prepare import PrepareConfig
+from wearspec.data.readers.config import SyntheticConfig
 from wearspec.data.splits import SplitConfig, make_splits
 from wearspec.data.store import WindowStore
 from wearspec.demo.steps import STEPS
