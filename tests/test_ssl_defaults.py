@@ -109,17 +109,24 @@ TINY = ["backbone.embed_dim=32", "backbone.depth=2", "backbone.num_heads=2", "he
 
 def test_a_collapsed_run_stops_and_writes_no_encoder(store, tmp_path):
     out = tmp_path / "run"
-    # a teacher temperature far above the logits' range: every target is ~uniform
-    cfg = load_config(PretrainConfig, None, [f"store={store}", f"output={out}", *TINY, "optim.epochs=3",
+    # a teacher temperature far above the logits' range: every target is ~uniform; 120 steps of batch 8, past the
+    # guard's minimum of 100 (a shorter run is never judged)
+    long = ["optim.batch_size=8", "optim.epochs=10", "frontend.fit_windows=32"]
+    cfg = load_config(PretrainConfig, None, [f"store={store}", f"output={out}", *TINY, *long,
                                              "loss.teacher_temp=50", "loss.warmup_teacher_temp=50"])
     with pytest.raises(CollapseError) as info:
         run_pretrain(cfg)
     assert "~uniform" in str(info.value) and "teacher_temp" in str(info.value) and "\n" not in str(info.value)
     assert not (out / "teacher_encoder.safetensors").exists() and not (out / "encoder.json").exists()
     # warn: the same run goes on to the end, with the warning in its log
-    cfg = load_config(PretrainConfig, None, [f"store={store}", f"output={tmp_path / 'warn'}", *TINY,
-                                             "optim.epochs=3", "loss.teacher_temp=50", "loss.warmup_teacher_temp=50",
+    cfg = load_config(PretrainConfig, None, [f"store={store}", f"output={tmp_path / 'warn'}", *TINY, *long,
+                                             "loss.teacher_temp=50", "loss.warmup_teacher_temp=50",
                                              "runtime.on_collapse=warn"])
+    assert run_pretrain(cfg)["finished"]
+    # a run too short to judge is not stopped
+    short = tmp_path / "short"
+    cfg = load_config(PretrainConfig, None, [f"store={store}", f"output={short}", *TINY, "optim.epochs=2",
+                                             "loss.teacher_temp=50", "loss.warmup_teacher_temp=50"])
     assert run_pretrain(cfg)["finished"]
 
 

@@ -348,12 +348,17 @@ def _step_hooks(cfg: PretrainConfig, nets: _Nets, tr: Trainer, sched: dict[str, 
                      metrics=metrics, before_clip=before_clip, after_update=after_update, epoch_end=epoch_end)
 
 
+COLLAPSE_MIN_STEPS = 100  # fewer optimisation steps than this teach a teacher too little to judge it
+
+
 def _collapse_check_from(cfg: PretrainConfig, tr: Trainer) -> int:
     """The first step at which a collapsed teacher is a verdict, not a phase: after the LR and teacher-temperature
-    warm-ups and 40 % of the run. Every teacher starts near uniform, and a healthy one of the tiny recipes was
-    measured still at 0.92 of log K at 20 % of a 560-step run (0.81 at 36 %, 0.57 at 90 %)."""
+    warm-ups, 40 % of the run and :data:`COLLAPSE_MIN_STEPS` steps. Every teacher starts near uniform, and a
+    healthy one of the tiny recipes was measured still at 0.92 of log K at 20 % of a 560-step run (0.81 at 36 %,
+    0.57 at 90 %); a run shorter than the minimum (a smoke test) is never judged."""
     spe = tr.steps_per_epoch
-    return max(cfg.optim.warmup_epochs * spe, cfg.loss.warmup_teacher_temp_epochs * spe, tr.total * 2 // 5)
+    return max(cfg.optim.warmup_epochs * spe, cfg.loss.warmup_teacher_temp_epochs * spe, tr.total * 2 // 5,
+               COLLAPSE_MIN_STEPS)
 
 
 def _judge_collapse(guard: CollapseGuard, step: int, stats: dict, on_collapse: str, tr: Trainer,
