@@ -23,6 +23,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
+from wearspec.data.readers.tables import first_non_number
 from wearspec.data.windowing import Recording, uniform_from_timestamps
 from wearspec.errors import WearspecError, where
 
@@ -162,11 +163,8 @@ class Fields:
             return bytes_to_floats(s).astype(dtype, copy=False)
         except ValueError:
             pass
-        for i, v in enumerate(s.tolist()):
-            try:
-                float(v)
-            except ValueError:
-                raise self.error(i, j, f"expected a number, got {self.value(i, j)!r}") from None
+        if (bad := first_non_number(s.tolist())) is not None:
+            raise self.error(bad[0], j, f"expected a number, got {self.value(bad[0], j)!r}")
         raise WearspecError(f"{self.source}: could not parse column {j + 1} ({self.columns[j]}) as numbers")
 
     def ints(self, j: int) -> np.ndarray:

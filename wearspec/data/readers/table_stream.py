@@ -27,7 +27,7 @@ from wearspec.data.chunked import RecordingStream
 from wearspec.data.readers import chunks
 from wearspec.data.readers.chunks import bytes_to_floats, header_line, read_chunks, split_delimited
 from wearspec.data.readers.tables import (MISSING_TOKENS, Table, _sniff_delimiter, check_file, encode_labels,
-                                          import_pyarrow_parquet, read_csv, read_parquet, read_text, relative_seconds,
+                                          first_non_number, import_pyarrow_parquet, read_csv, read_parquet, read_text, relative_seconds,
                                           table_suffix, time_values)
 from wearspec.data.windowing import uniform_from_timestamps
 from wearspec.errors import WearspecError, where
@@ -82,12 +82,9 @@ class FieldsTable:
             return bytes_to_floats(s)
         except ValueError:
             pass
-        for i, v in enumerate(s.tolist()):
-            try:
-                float(v)
-            except ValueError:
-                raise WearspecError(f"{self.where(i, name)}: expected a number, found {v.decode('utf-8', 'replace')!r}"
-                                    ) from None
+        if (bad := first_non_number(s.tolist())) is not None:
+            raise WearspecError(f"{self.where(bad[0], name)}: expected a number, found "
+                                f"{bad[1].decode('utf-8', 'replace')!r}")
         raise AssertionError("unreachable")  # pragma: no cover
 
 

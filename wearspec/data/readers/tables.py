@@ -359,13 +359,20 @@ def parse_floats(values: Sequence[str], locate, *, missing_ok: bool = True) -> n
             return arr.astype(np.float64)
         except ValueError:
             pass
-    for i, v in enumerate(arr.tolist()):
+    if (bad := first_non_number(arr.tolist())) is not None:
+        raise WearspecError(f"{locate(bad[0])}: expected a number, found {bad[1] or '(empty)'!r}")
+    return arr.astype(np.float64)  # pragma: no cover - float() and numpy agree
+
+
+def first_non_number(values: list) -> tuple[int, object] | None:
+    """(position, value) of the first of ``values`` (str or bytes) that ``float()`` refuses, or None: how a
+    numeric column that numpy could not convert names the offending cell."""
+    for i, v in enumerate(values):
         try:
             float(v)
         except ValueError:
-            shown = v if v else "(empty)"
-            raise WearspecError(f"{locate(i)}: expected a number, found {shown!r}") from None
-    return arr.astype(np.float64)  # pragma: no cover - float() and numpy agree
+            return i, v
+    return None
 
 
 def _arrow_floats(col, table: Table, name: str) -> np.ndarray:
