@@ -69,7 +69,9 @@ def _demo_pretrain() -> PretrainConfig:
         "crops": {"n_global": 2, "n_local": 2},
         "augment": {"rotation_max_deg": 180.0, "time_warp_p": 0.0, "time_roll_p": 0.0, "time_mask_p": 0.0,
                     "freq_mask_p": 0.0},
-        "runtime": {"log_every": 10, "ckpt_every": 100},
+        # warn, not stop: the demo's short run sits near the collapse guard's line (0.76–0.88 of log K after 40 %
+        # on the 2-core VM) and must finish anywhere; its verdict block says whether pretraining helped
+        "runtime": {"log_every": 10, "ckpt_every": 100, "on_collapse": "warn"},
     })
 
 
