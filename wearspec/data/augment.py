@@ -469,13 +469,11 @@ def build_sensor_augment(cfg: AugmentConfig, channels: Sequence[str] | None = No
     names (:func:`triads_from_channels`); rotation is left out, with a warning, when the channels have no
     triads (e.g. audio)."""
     cfg.validate()
-    if cfg.rotation_max_deg is None:
-        raise WearspecError("augment.rotation_max_deg: not set (null is resolved from the store by the pretraining "
-                            "recipe; give a number of degrees in (0, 180])")
     if triads is None and channels is not None:
         triads = triads_from_channels(channels)
-    if cfg.rotation_p > 0 and triads is None:
-        raise WearspecError("augment: rotation needs the channel names or triads (or set augment.rotation_p=0)")
+    if cfg.rotation_p > 0 and (triads is None or cfg.rotation_max_deg is None):
+        raise WearspecError("augment: rotation needs the channel names or triads and rotation_max_deg (null is "
+                            "derived by the pretraining recipe), or set augment.rotation_p=0")
     if cfg.rotation_p > 0 and not triads:
         warnings.warn(f"augment: no x/y/z triads in channels {list(channels or [])}; rotation is off", stacklevel=2)
     c, groups = cfg, (list(triads or []) if cfg.channel_dropout_by_triad else None)
