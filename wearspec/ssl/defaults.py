@@ -61,25 +61,19 @@ def derive_pretrain_settings(cfg: Any, shape: StoreShape, world_size: int = 1) -
     chosen: ``{"augment.rotation_max_deg": {"value": 20.0, "why": "..."}, ...}`` (empty when all were given)."""
     chosen: dict[str, dict[str, Any]] = {}
 
-    def choose(section: Any, key: str, value: Any, why: str) -> None:
-        if getattr(section, key) is None:
-            setattr(section, key, value)
-            chosen[f"{_section_name(cfg, section)}.{key}"] = {"value": value, "why": why}
+    def choose(section: str, key: str, value: Any, why: str) -> None:
+        part = getattr(cfg, section)
+        if getattr(part, key) is None:
+            setattr(part, key, value)
+            chosen[f"{section}.{key}"] = {"value": value, "why": why}
 
     triads = triads_from_channels(list(shape.channels))
-    choose(cfg.augment, "rotation_max_deg", ROTATION_DEG,
+    choose("augment", "rotation_max_deg", ROTATION_DEG,
            f"mounting-scale rotations of the {len(triads)} sensor triad(s); 180 erases orientation" if triads
            else "no x/y/z triads in the channels: rotation is off whatever the angle")
-    choose(cfg.head, "out_dim", prototypes_for(shape.windows), f"≈ {shape.windows} windows / 16, power of two")
+    choose("head", "out_dim", prototypes_for(shape.windows), f"≈ {shape.windows} windows / 16, power of two")
     global_batch = cfg.optim.batch_size * max(world_size, 1)
-    choose(cfg.optim, "epochs", epochs_for(shape.windows, global_batch),
+    choose("optim", "epochs", epochs_for(shape.windows, global_batch),
            f"≈ {TARGET_STEPS} steps of {global_batch} windows over {shape.windows} windows "
            f"(within {MIN_EPOCHS}–{MAX_EPOCHS} epochs)")
     return chosen
-
-
-def _section_name(cfg: Any, section: Any) -> str:
-    for name, value in vars(cfg).items():
-        if value is section:
-            return name
-    raise KeyError(section)
