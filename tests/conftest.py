@@ -55,3 +55,15 @@ def expect_prepare_error(reader, path, out, config, *fragments: str) -> str:
     assert not out.exists()
     assert not list(out.parent.glob(f".{out.name}.tmp-*"))
     return msg
+
+
+def write_text_file(path, text: str, gz: bool = False):
+    """Write ``text`` to ``path``, gzip-compressed when ``gz`` (reader fixtures in their native formats)."""
+    import gzip
+
+    if gz:
+        with gzip.open(path, "wt") as f:
+            f.write(text)
+    else:
+        path.write_text(text)
+    return path

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import gzip
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import expect_prepare_error
+from conftest import expect_prepare_error, write_text_file
 from wearspec.config import load_config
 from wearspec.data.prepare import PrepareConfig, prepare
 
@@ -25,12 +24,7 @@ def expect_error(path, out: Path, config: PrepareConfig, *fragments: str) -> str
 
 def write_csv(path: Path, header: list[str], rows: list[list], gz: bool = False) -> Path:
     text = ",".join(header) + "\n" + "".join(",".join(str(v) for v in r) + "\n" for r in rows)
-    if gz:
-        with gzip.open(path, "wt") as f:
-            f.write(text)
-    else:
-        path.write_text(text)
-    return path
+    return write_text_file(path, text, gz)
 
 
 def sine(n: int, rate: float, freq: float, phase: float = 0.0) -> np.ndarray:

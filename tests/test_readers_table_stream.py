@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import gzip
 
 import numpy as np
 import pytest
 
-from conftest import expect_prepare_error
+from conftest import expect_prepare_error, write_text_file
 from wearspec.data.prepare import PrepareConfig, prepare
 from wearspec.config import load_config
 from wearspec.data.readers import chunks, table_stream
@@ -35,12 +34,7 @@ def _csv(path, gz=False):
     rows = _rows(rng, "s1", "r1", 1500, 100.0, gap_at=700) + _rows(rng, "s1", "r2", 900, 5000.0)
     rows += _rows(rng, "s2", "r1", 1200, 0.0)
     text = "time,subject,recording,ax,ay,az,label\n" + "".join(rows)
-    if gz:
-        with gzip.open(path, "wt") as f:
-            f.write(text)
-    else:
-        path.write_text(text)
-    return path
+    return write_text_file(path, text, gz)
 
 
 def _same(a, b, atol=0.0):
