@@ -65,15 +65,18 @@ class SSLNet(nn.Module):
 
 
 class ViewMaker:
-    """Raw windows (B, C, T) → multi-crop views [global_1, …, global_G, local_1, …, local_L]."""
+    """Raw windows (B, C, T) → multi-crop views [global_1, …, global_G, local_1, …, local_L]; with ``other``
+    (B, C, T) (a temporal neighbour of each window) the 2nd, 4th, … global views come from it."""
 
     def __init__(self, frontend: nn.Module, sensor_augment, multicrop, spec_augment, n_global: int):
         self.frontend, self.sensor_augment = frontend, sensor_augment
         self.multicrop, self.spec_augment, self.n_global = multicrop, spec_augment, n_global
 
     @torch.no_grad()
-    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> list[torch.Tensor]:
-        copies = [self.frontend(self.sensor_augment(x, generator)) for _ in range(self.n_global)]
+    def __call__(self, x: torch.Tensor, generator: torch.Generator, other: torch.Tensor | None = None
+                 ) -> list[torch.Tensor]:
+        sources = [x if other is None or g % 2 == 0 else other for g in range(self.n_global)]
+        copies = [self.frontend(self.sensor_augment(src, generator)) for src in sources]
         crops = [self.multicrop(spec, generator) for spec in copies]
         views = [crops[g][g] for g in range(self.n_global)]
         n_local = len(crops[0]) - self.n_global

@@ -34,6 +34,9 @@ class MultiCropConfig:
     global_scale, local_scale: [min, max] fraction of the time axis each crop covers, drawn uniformly.
     freq_crop: also crop a frequency sub-band with fraction in global_freq_scale / local_freq_scale
         (off by default: a sub-band resized to the full height shifts the apparent frequencies).
+    neighbour_s: > 0: every second global view (and the local views cut from it) comes from another window of
+        the same recording starting within this many seconds (:mod:`wearspec.data.neighbours`); 0: all views
+        from the one window.
     global_size, local_size: output [F, N] of the views. Empty global_size: the input size. Empty
         local_size: the global F and round(N_global · mean(local_scale)) frames (a typical local crop at the
         global views' time resolution, so it is resized little), rounded to a multiple of ``size_multiple``
@@ -49,6 +52,7 @@ class MultiCropConfig:
     local_freq_scale: list[float] = field(default_factory=lambda: [0.5, 1.0])
     global_size: list[int] = field(default_factory=list)
     local_size: list[int] = field(default_factory=list)
+    neighbour_s: float = 0.0
 
     def validate(self) -> None:
         if self.n_global < 1 or self.n_local < 0:
@@ -57,6 +61,8 @@ class MultiCropConfig:
         if self.n_global == 1 and self.n_local == 0:
             raise WearspecError("crops: one global view and no local view give the loss no (teacher, student) "
                                 "pair; use n_global=2 or n_local ≥ 1")
+        if not (self.neighbour_s >= 0 and self.neighbour_s < float("inf")):
+            raise WearspecError(f"crops.neighbour_s: expected seconds ≥ 0 (0 = off), got {self.neighbour_s}")
         for name in ("global_scale", "local_scale", "global_freq_scale", "local_freq_scale"):
             v = list(getattr(self, name))
             if len(v) != 2 or not 0.0 < v[0] <= v[1] <= 1.0:
