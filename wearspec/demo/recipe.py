@@ -123,6 +123,9 @@ class DemoConfig:
     synthetic: SyntheticConfig = field(default_factory=lambda: SyntheticConfig(unlabelled_subjects=12))
     split: SplitConfig = field(default_factory=lambda: SplitConfig(test_fraction=0.3, val_fraction=0.2))
     nproc: int = 0  # pretraining processes under torchrun; 0 = one per GPU, or 2 on a CPU
+    # minutes for the whole demo (0 = none: the stages' epochs decide): split over the steps by BUDGET_SHARES, the
+    # pretraining and each fine-tuning stage sized to their part (runtime.budget_min, wearspec.training.budget)
+    budget_min: float = 0.0
     pretrain: PretrainConfig = field(default_factory=_demo_pretrain)
     probe: ProbeConfig = field(default_factory=lambda: ProbeConfig(n_last=4))
     finetune: FinetuneConfig = field(default_factory=_demo_finetune)
@@ -135,6 +138,8 @@ class DemoConfig:
             raise WearspecError(f"split.mode: the demo uses one holdout split, got {self.split.mode!r}")
         if self.nproc < 0:
             raise WearspecError(f"nproc: expected ≥ 0 (0 = automatic), got {self.nproc}")
+        if not 0 <= self.budget_min < float("inf"):
+            raise WearspecError(f"budget_min: expected minutes ≥ 0 (0 = no budget), got {self.budget_min}")
         arch = PRESETS.get(self.pretrain.backbone.name, {}).get("arch")
         if arch not in ("vit", "swin"):
             raise WearspecError(f"pretrain.backbone.name: expected a ViT or Swin preset, got "
@@ -152,6 +157,23 @@ class DemoConfig:
 
 
 # -- the recipe ----------------------------------------------------------------------------------------------
+
+# parts of a demo's budget_min per step, measured on the own-store demo (2 CPU cores, ~3k windows): the two
+# training steps get what the others leave; a step that ran long shrinks the parts of those after it
+BUDGET_SHARES = {"data": 0.04, "pretrain": 0.52, "probe": 0.08, "finetune": 0.28, "export": 0.05, "stream": 0.01,
+                 "engine": 0.01, "report": 0.01}
+
+
+def step_budget_min(cfg: DemoConfig, step: str, done: dict) -> float:
+    """The minutes of ``cfg.budget_min`` for ``step``: what the finished steps left, shared in proportion to
+    :data:`BUDGET_SHARES` among this step and the ones after it (0 without a budget)."""
+    if not cfg.budget_min:
+        return 0.0
+    spent = sum(float(r.get("seconds", 0.0)) for r in done.values()) / 60.0
+    ahead = list(STEPS)[list(STEPS).index(step):]
+    left = max(cfg.budget_min - spent, 0.0)
+    return max(left * BUDGET_SHARES[step] / sum(BUDGET_SHARES[s] for s in ahead), 0.05)
+
 
 
 def run_demo(cfg: DemoConfig) -> dict:
@@ -236,6 +258,8 @@ def pretrain_config(cfg: DemoConfig, out: Path, done: dict) -> PretrainConfig:
     p = copy.deepcopy(cfg.pretrain)
     p.store, p.output = str(_store(cfg, out)), str(out / "pretrain")
     p.exclude_subjects = list(done["data"]["test_subjects"]) + list(done["data"]["val_subjects"])
+    if cfg.budget_min:
+        p.runtime.budget_min = round(step_budget_min(cfg, "pretrain", done), 3)
     return p
 
 
@@ -305,6 +329,8 @@ def finetune_config(cfg: DemoConfig, out: Path, done: dict) -> FinetuneConfig:
     f.student.init_checkpoint = str(out / "pretrain")
     f.student.model.backbone = copy.deepcopy(cfg.pretrain.backbone)
     f.student.model.arch = PRESETS[cfg.pretrain.backbone.name]["arch"]
+    if cfg.budget_min:  # runtime.budget_min is per stage: the step's part over its stages
+        f.runtime.budget_min = round(step_budget_min(cfg, "finetune", done) / len(f.stages), 3)
     return f
 
 

@@ -29,6 +29,7 @@ checkpoint, and the run there.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import sys
 import warnings
@@ -300,9 +301,10 @@ def _stage(name: str, fold: Path, cfg: FinetuneConfig, store: WindowStore, sp: S
     seed_everything(cfg.runtime.seed, dist.rank)  # the same initial weights in a fresh or resumed process
     classifier, meta, loss, teacher, extra = build()
     section = cfg.teacher if name == "teacher" else cfg.student
+    # a copy per stage: a time budget (runtime.budget_min, per stage) fixes each stage's own length
     result = train_stage(Stage(
         name=name, out=sdir, classifier=classifier, meta=meta, loss=loss, store=store, train_idx=train,
-        val_idx=sp.val, loop=section, runtime=cfg.runtime, augment=cfg.augment, config=config, teacher=teacher,
+        val_idx=sp.val, loop=section, runtime=dataclasses.replace(cfg.runtime), augment=cfg.augment, config=config, teacher=teacher,
         layer_decay=getattr(section, "layer_decay", 1.0),
         freeze_backbone_epochs=getattr(section, "freeze_backbone_epochs", 0)), dist)
     if result["finished"] and dist.is_main:

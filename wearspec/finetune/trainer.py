@@ -39,7 +39,7 @@ import torch.nn.functional as F
 import yaml
 from torch import Tensor, nn
 
-from wearspec.config import saved_config_difference
+from wearspec.config import saved_config_difference, to_dict
 from wearspec.data.augment import AugmentConfig, CutMix, build_sensor_augment, build_spec_augment
 from wearspec.data.splits import Split
 from wearspec.data.store import WindowStore
@@ -121,8 +121,9 @@ class _Heads(nn.Module):
 
 
 def check_same_run(out: Path, config: dict[str, Any]) -> None:
-    """A resumed (or skipped, finished) stage must be the same experiment as the saved ``config.yaml``."""
-    diff = saved_config_difference(out / "config.yaml", config)
+    """A resumed (or skipped, finished) stage must be the same experiment as the saved ``config.yaml`` (its
+    ``runtime`` section, where a budget records the length it chose, may differ)."""
+    diff = saved_config_difference(out / "config.yaml", config, ignore=("runtime",))
     if diff is not None:
         raise WearspecError(f"{out / 'config.yaml'}: this stage was run with different '{diff[0]}' settings "
                             f"({diff[1]}); resume it with the same config or choose another output folder")
@@ -199,9 +200,10 @@ def train_stage(st: Stage, dist: du.DistInfo) -> dict[str, Any]:
     decay = st.layer_decay < 1.0
     groups = param_groups(net, lp.weight_decay, layer_decay=st.layer_decay if decay else None,
                           layer_id_fn=net.layer_id if decay else None)
-    total, spe = tr.total, tr.steps_per_epoch
-    lr = cosine_schedule(lp.lr, lp.min_lr, total, min(total, lp.warmup_epochs * spe))  # not scaled with the batch
-    tr.set_optimizer(torch.optim.AdamW(groups), lr, np.full(total, float(lp.weight_decay)))
+    spe = tr.steps_per_epoch
+    tr.set_optimizer(torch.optim.AdamW(groups), lambda: {  # the LR is not scaled with the batch
+        "lr": cosine_schedule(lp.lr, lp.min_lr, tr.total, min(tr.total, lp.warmup_epochs * spe)),
+        "wd": np.full(tr.total, float(lp.weight_decay))})
     loss_fn = st.loss.to(dev)
     teacher = st.teacher.to(dev).eval().requires_grad_(False) if st.teacher is not None else None
     if loss_fn.needs_teacher and teacher is None:
@@ -214,9 +216,9 @@ def train_stage(st: Stage, dist: du.DistInfo) -> dict[str, Any]:
         model.load_state_dict(state["state_dict"])
         early.update(state["early_stopping"])
     no_val = "; no validation subjects: no early stopping, best.pt is the last epoch" if not len(st.val_idx) else ""
-    log = tr.start(st.config, yaml.safe_dump(st.config, sort_keys=False),
+    log = tr.start(st.config, lambda: yaml.safe_dump({**st.config, "runtime": to_dict(rt)}, sort_keys=False),
                    f"{st.name}: {len(tr.dataset)} training windows, {len(st.val_idx)} validation windows, "
-                   f"{dist.world_size} rank(s) × batch {lp.batch_size}, {spe} steps/epoch, up to {total} steps"
+                   f"{dist.world_size} rank(s) × batch {lp.batch_size}, {spe} steps/epoch, up to {tr.total} steps"
                    + no_val, [model])
 
     # -- the loop ----------------------------------------------------------------------------------
@@ -224,14 +226,14 @@ def train_stage(st: Stage, dist: du.DistInfo) -> dict[str, Any]:
     step = tr.fit(_stage_hooks(st, tr, model, teacher, early, log))
 
     # -- finish: the best weights stay in the classifier ------------------------------------------------
-    finished = bool(early["stopped"]) or step >= total
+    finished = bool(early["stopped"]) or step >= tr.total
     if finished:
         du.barrier()
         model.load_state_dict(load_checkpoint(out / "best.pt", map_location="cpu")["state_dict"])
         model.eval()
     log.close()
     best = early["best_score"]
-    return {"finished": finished, "step": step, "total_steps": total, "epochs_run": -(-step // spe),
+    return {"finished": finished, "step": step, "total_steps": tr.total, "epochs_run": -(-step // spe),
             "best_epoch": int(early["best_epoch"]), "best_val_macro_f1": None if best == -math.inf else float(best),
             "stopped_early": bool(early["stopped"]),
             "resumed_from": tr.resumed_from.name if tr.resumed_from else None, "amp": tr.amp}

@@ -21,6 +21,7 @@ import torch
 from wearspec.config import from_dict, saved_config_difference, to_dict, to_yaml
 from wearspec.data.augment import AugmentConfig, build_sensor_augment, build_spec_augment
 from wearspec.data.frontend import FrontendConfig, build_frontend
+from wearspec.data.neighbours import TemporalNeighbours
 from wearspec.data.store import WindowStore
 from wearspec.errors import WearspecError
 from wearspec.models.backbones import PRESETS, BackboneConfig, build_backbone
@@ -198,8 +199,8 @@ def _schedules(cfg: PretrainConfig, tr: Trainer) -> dict[str, np.ndarray]:
             "wd": wd_schedule(total, o.weight_decay, o.weight_decay_end),
             "momentum": momentum_schedule(total, o.momentum_teacher),
             "temp": teacher_temperature_schedule(cfg.loss.warmup_teacher_temp, cfg.loss.teacher_temp,
-                                                 cfg.loss.warmup_teacher_temp_epochs, total_epochs=o.epochs,
-                                                 steps_per_epoch=spe)}
+                                                 cfg.loss.warmup_teacher_temp_epochs, total_epochs=-(-total // spe),
+                                                 steps_per_epoch=spe)[:total]}
 
 
 def run_pretrain(cfg: PretrainConfig) -> dict:
@@ -223,9 +224,8 @@ def run_pretrain(cfg: PretrainConfig) -> dict:
     nets = _build(cfg, store, dev)
     student, teacher = nets.student, nets.teacher
     no_decay = {f"encoder.backbone.{n}" for n in student.encoder.backbone.no_weight_decay()}
-    sched = _schedules(cfg, tr)
-    tr.set_optimizer(torch.optim.AdamW(param_groups(student, o.weight_decay, no_decay_names=no_decay)),
-                     sched["lr"], sched["wd"])
+    sched = tr.set_optimizer(torch.optim.AdamW(param_groups(student, o.weight_decay, no_decay_names=no_decay)),
+                             lambda: _schedules(cfg, tr))
 
     # -- resume or start ----------------------------------------------------------------------------
     state = tr.resume(lambda: _check_same_run(out, cfg))
@@ -242,7 +242,7 @@ def run_pretrain(cfg: PretrainConfig) -> dict:
         if nets.mask_loss is not None:
             nets.mask_loss.load_state_dict(state["mask_loss"])
     ranks = f"{dist.world_size} rank(s)" + (f" ({dist.backend})" if dist.backend else "")
-    log = tr.start(to_dict(cfg), to_yaml(cfg), f"pretrain: {len(tr.dataset)} windows, {ranks} × batch "
+    log = tr.start(to_dict(cfg), lambda: to_yaml(cfg), f"pretrain: {len(tr.dataset)} windows, {ranks} × batch "
                    f"{o.batch_size}, {tr.steps_per_epoch} steps/epoch, {tr.total} steps; input "
                    f"{tuple(nets.input_size)}", [student, teacher])
     if derived and dist.is_main:
@@ -281,6 +281,9 @@ def _step_hooks(cfg: PretrainConfig, nets: _Nets, tr: Trainer, sched: dict[str, 
     student, teacher, view_loss, region_loss = nets.student, nets.teacher, nets.view_loss, nets.region_loss
     lc, n_global, monitor = cfg.loss, cfg.crops.n_global, CollapseMonitor()
     guard = CollapseGuard(_collapse_check_from(cfg, tr), window=max(1, min(50, tr.total // 10)))
+
+    def resized(total: int) -> None:  # a time budget fixed the run's length: judge collapse against it
+        guard.check_from, guard.window = _collapse_check_from(cfg, tr), max(1, min(50, total // 10))
 
     mask_loss = nets.mask_loss
     backbone = student.encoder.backbone
@@ -342,10 +345,25 @@ def _step_hooks(cfg: PretrainConfig, nets: _Nets, tr: Trainer, sched: dict[str, 
                 "region_loss": region_loss.state_dict() if region_loss is not None else {},
                 **({"mask_loss": mask_loss.state_dict()} if mask_loss is not None else {})}
 
-    return StepHooks(inputs=lambda batch: nets.views(batch["x"].to(tr.device, non_blocking=True), tr.generator),
-                     loss=loss, clipped=student.parameters, state=state,
+    return StepHooks(inputs=_view_inputs(cfg, nets, tr, store), loss=loss, resized=resized, clipped=student.parameters, state=state,
                      replicas=torch.nn.ModuleList([student, teacher]),
                      metrics=metrics, before_clip=before_clip, after_update=after_update, epoch_end=epoch_end)
+
+
+def _view_inputs(cfg: PretrainConfig, nets: _Nets, tr: Trainer, store: WindowStore):
+    """A batch → its views; with ``crops.neighbour_s`` the second global view is cut from a window of the same
+    recording a moment away (drawn with the run's generator, so a resumed run draws the same)."""
+    neighbours = (TemporalNeighbours(store.recordings, store.starts, tr.dataset.indices, cfg.crops.neighbour_s)
+                  if cfg.crops.neighbour_s > 0 else None)
+
+    def inputs(batch: dict) -> list[torch.Tensor]:
+        other = None
+        if neighbours is not None:
+            near = neighbours.draw(batch["index"].numpy(), tr.generator)
+            other = torch.from_numpy(store.read_batch(near)).to(tr.device, non_blocking=True)
+        return nets.views(batch["x"].to(tr.device, non_blocking=True), tr.generator, other)
+
+    return inputs
 
 
 COLLAPSE_MIN_STEPS = 100  # fewer optimisation steps than this teach a teacher too little to judge it

@@ -38,6 +38,7 @@ from wearspec.data.augment import make_generator
 from wearspec.data.dataset import ResumableSampler, WindowDataset
 from wearspec.data.store import WindowStore
 from wearspec.errors import WearspecError
+from wearspec.training.budget import Budget
 from wearspec.training.progress import Progress
 from wearspec.training.runtime import (AMP_DTYPES, RuntimeConfig, attention_for_autocast, cpu_autocast_warning,
                                        resolve_amp)
@@ -85,6 +86,7 @@ class StepHooks:
     epoch_start: Callable[[int], None] = _nothing  # (epoch): before its loader is made
     epoch_end: Callable[[int, int], None] = _nothing  # (epoch, steps done): before the epoch-end checkpoint
     stopped: Callable[[], bool] = lambda: False  # e.g. early stopping: no further epoch
+    resized: Callable[[int], None] = _nothing  # (new total): the budget fixed the run's length (schedules are redone)
 
 
 class Trainer:
@@ -103,23 +105,43 @@ class Trainer:
             raise WearspecError(f"{spec.store.path}: {len(self.dataset)} {spec.what} give no full batch of "
                                 f"{spec.batch_size} per rank on {dist.world_size} rank(s); lower "
                                 f"{spec.section}.batch_size")
-        self.total = spec.epochs * self.steps_per_epoch
-        self.stop_at = min(self.total, rt.max_steps) if rt.max_steps else self.total
+        self.nominal = spec.epochs * self.steps_per_epoch
+        self._set_total(rt.budget_steps or self.nominal)
+        self.budget: Budget | None = None  # a runtime.budget_min still to be measured (see fit)
         self.global_batch = spec.batch_size * dist.world_size
         # the private generator of the on-device augmentations, one stream per rank
         self.generator = make_generator(rt.seed * 1000 + dist.rank, dist.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == "fp16")
         self.step, self.resumed_from = 0, None
         self.optimizer: torch.optim.Optimizer | None = None
+        self.sched: dict[str, np.ndarray] = {}
         self.log: RunLogger | None = None
+        self._config_text: Callable[[], str] = lambda: ""
+
+    def _set_total(self, total: int) -> None:
+        rt = self.spec.runtime
+        self.total = int(total)
+        self.stop_at = min(self.total, rt.max_steps) if rt.max_steps else self.total
 
     # -- set-up ----------------------------------------------------------------------------------
-    def set_optimizer(self, optimizer: torch.optim.Optimizer, lr: np.ndarray, wd: np.ndarray) -> None:
-        """``optimizer`` over :func:`~wearspec.training.schedules.param_groups` groups; ``lr`` and ``wd``:
-        (total,) per-step values, set on every group before each step."""
-        if len(lr) != self.total or len(wd) != self.total:
-            raise WearspecError(f"{self.spec.name}: schedules of {len(lr)}/{len(wd)} steps for {self.total} steps")
-        self.optimizer, self.lr, self.wd = optimizer, lr, wd
+    def set_optimizer(self, optimizer: torch.optim.Optimizer, schedules: Callable[[], dict[str, np.ndarray]]
+                      ) -> dict[str, np.ndarray]:
+        """``optimizer`` over :func:`~wearspec.training.schedules.param_groups` groups; ``schedules()``: the
+        recipe's per-step arrays for :attr:`total` steps, ``lr`` and ``wd`` (set on every group before each step)
+        and any of its own. Returns :attr:`sched`, the dict the arrays live in: a budget that changes the total
+        calls ``schedules()`` again and replaces them there, so read them through it."""
+        self.optimizer, self._schedules = optimizer, schedules
+        self._make_schedules()
+        return self.sched
+
+    def _make_schedules(self) -> None:
+        new = self._schedules()
+        bad = {k: len(v) for k, v in new.items() if len(v) != self.total}
+        if bad or not {"lr", "wd"} <= set(new):
+            raise WearspecError(f"{self.spec.name}: schedules {bad or sorted(new)} for {self.total} steps (lr and wd "
+                                f"needed)")
+        self.sched.clear()
+        self.sched.update(new)
 
     def resume(self, check_same_run: Callable[[], None]) -> dict | None:
         """Restore the newest checkpoint that every rank agrees on (optimiser, scaler, sampler, this rank's RNG,
@@ -136,17 +158,29 @@ class Trainer:
         self.sampler.load_state_dict(state["sampler"])
         restore_rank_rng(state["rng"], self.spec.dist.rank, self.spec.dist.world_size, self.generator, newest)
         self.step, self.resumed_from = int(state["step"]), newest
+        if state.get("budget") and int(state["budget"]["total"]) != self.total:  # keep the length the run chose
+            self._set_total(int(state["budget"]["total"]))
+            self._make_schedules()
         return state
 
-    def start(self, config: dict, config_text: str, describe: str, networks: Iterable[nn.Module]) -> RunLogger:
-        """Open the run's log (metrics.jsonl continues at the resumed step), write ``config.yaml``, drop stale
+    def start(self, config: dict, config_text: Callable[[], str], describe: str, networks: Iterable[nn.Module]
+              ) -> RunLogger:
+        """Open the run's log (metrics.jsonl continues at the resumed step), write ``config.yaml`` (the text
+        ``config_text()``; written again when a budget fixes the run's length), drop stale
         temporary checkpoints, say what runs (``describe`` + the resumed checkpoint + the AMP mode), and set the
         attention path of ``networks`` for this autocast."""
         spec, dist, newest = self.spec, self.spec.dist, self.resumed_from
         log = self.log = RunLogger(spec.out, is_main=dist.is_main, backend=spec.runtime.logger, config=config,
                                    resume_step=self.step if newest else 0)
+        self._config_text = config_text
+        rt = spec.runtime
+        if rt.budget_min > 0 and not rt.budget_steps and not (newest and self.total != self.nominal):
+            self.budget = Budget(rt.budget_min, self.step)
+            if self.total <= self.budget.decide_at:  # run at least until the step time is measured
+                self._set_total(self.budget.decide_at + 1)
+                self._make_schedules()
         if dist.is_main:
-            write_text(Path(spec.out) / "config.yaml", config_text)
+            write_text(Path(spec.out) / "config.yaml", config_text())
             for stale in self.ckpt_dir.glob(".ckpt-*.tmp-*"):
                 stale.unlink(missing_ok=True)
             amp = f"; amp {self.amp}" + (" (auto)" if spec.runtime.amp == "auto" else "")
@@ -191,10 +225,12 @@ class Trainer:
                 i, self.step = self.step, self.step + 1
                 self.sampler.advance(spec.batch_size)
                 seen += self.global_batch
-                progress.update(self.step)
                 hooks.after_update(i, aux)
+                if self.budget is not None and self.budget.pending:
+                    self._fit_budget(hooks, progress)
+                progress.update(self.step)
                 if spec.dist.is_main and (self.step % rt.log_every == 0 or self.step == self.stop_at):
-                    self.log.log(self.step, epoch=epoch, loss=loss.item(), lr=float(self.lr[i]),
+                    self.log.log(self.step, epoch=epoch, loss=loss.item(), lr=float(self.sched["lr"][i]),
                                  grad_norm=float(grad_norm), **hooks.metrics(i, aux),
                                  windows_per_s=round(seen / (time.perf_counter() - t0), 1))
                 end_of_epoch = self.step % self.steps_per_epoch == 0
@@ -211,8 +247,8 @@ class Trainer:
         """One optimisation step (module docstring); returns (loss, aux, gradient norm before clipping)."""
         step, opt, scaler = self.step, self.optimizer, self.scaler
         for g in opt.param_groups:  # Python floats: the optimizer state must load with weights_only
-            g["lr"] = float(self.lr[step]) * float(g.get("lr_scale", 1.0))
-            g["weight_decay"] = float(self.wd[step]) if g.get("apply_wd", True) else 0.0
+            g["lr"] = float(self.sched["lr"][step]) * float(g.get("lr_scale", 1.0))
+            g["weight_decay"] = float(self.sched["wd"][step]) if g.get("apply_wd", True) else 0.0
         inputs = hooks.inputs(batch)
         with self.autocast():
             loss, aux = hooks.loss(inputs, step, epoch)
@@ -233,12 +269,33 @@ class Trainer:
         scaler.update()
         return loss, aux, grad_norm
 
+    def _fit_budget(self, hooks: StepHooks, progress: Progress) -> None:
+        """At the budget's decision step: the slowest rank's step time → the total that fits (same on every
+        rank), the schedules redone over it, the choice logged and written to config.yaml."""
+        step_s = self.budget.observe(self.step)
+        if step_s is None:
+            return
+        both = du.all_reduce_max(torch.tensor([step_s, self.budget.elapsed()], dtype=torch.float64,
+                                              device=self.device))
+        plan = self.budget.decide(self.step, float(both[0]), float(both[1]), self.nominal)
+        self._set_total(plan.total)
+        self._make_schedules()
+        self.spec.runtime.budget_steps = plan.total
+        progress.set_total(self.stop_at)
+        hooks.resized(plan.total)
+        if self.spec.dist.is_main:
+            write_text(Path(self.spec.out) / "config.yaml", self._config_text())
+            self.log.info(plan.describe(self.spec.name))
+            self.log.log(self.step, event="budget", **vars(plan))
+
     def save(self, hooks: StepHooks, at: int) -> None:
         """The checkpoint of step ``at``: the recipe's entries + optimiser, scaler, sampler, data record (rank 0
         writes; every rank gives its RNG state and weight digest)."""
         spec = self.spec
         save_run_checkpoint(lambda: {
             **hooks.state(at), "step": at, "epoch": at // self.steps_per_epoch,
+            "budget": vars(self.budget.plan) if self.budget is not None and self.budget.plan else
+            ({"total": self.total} if self.total != self.nominal else None),
             "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
             "sampler": self.sampler.state_dict(), "data": data_record(spec.store, len(self.dataset)),
         }, self.ckpt_dir, at, spec.runtime.keep_last, hooks.replicas, self.generator, self.log)

@@ -49,6 +49,13 @@ class Progress:
                 f"windows/s, elapsed {format_duration(elapsed)}, ETA "
                 + (format_duration(eta) if eta == eta else "?"))
 
+    def set_total(self, total: int) -> None:
+        """A new total (a time budget fixed the run's length)."""
+        self.total = int(total)
+        if self.bar is not None:
+            self.bar.total = self.total
+            self.bar.refresh()
+
     def update(self, step: int) -> None:
         self.step = int(step)
         if self.bar is not None:

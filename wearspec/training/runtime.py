@@ -43,6 +43,10 @@ class RuntimeConfig:
     knn_every: int = 0  # pretraining: epochs between online k-NN checks when the store has labels (0 = off)
     progress_s: float = 30.0  # seconds between progress lines when stderr is not a terminal (a bar on one)
     on_collapse: str = "stop"  # pretraining: a teacher still collapsed after warm-up stops the run (stop) or warns
+    # minutes the training loop may take (0 = no budget): it measures its step time over its first steps and sizes
+    # its schedule to end inside the budget (wearspec.training.budget); the chosen length is saved as budget_steps
+    budget_min: float = 0.0
+    budget_steps: int = 0  # the run's total steps as a budget fixed them (set by the run; 0 = from the epochs)
 
     def validate(self) -> None:
         if self.amp not in AMP_MODES:
@@ -51,6 +55,9 @@ class RuntimeConfig:
             raise WearspecError("runtime.ckpt_every and log_every: expected ≥ 1; max_steps, num_workers ≥ 0")
         if self.on_collapse not in ("stop", "warn"):
             raise WearspecError(f"runtime.on_collapse: expected stop or warn, got {self.on_collapse!r}")
+        if not (0 <= self.budget_min < float("inf")) or self.budget_steps < 0:
+            raise WearspecError(f"runtime.budget_min: expected minutes ≥ 0 (0 = no budget) and budget_steps ≥ 0, got "
+                                f"{self.budget_min}, {self.budget_steps}")
         if self.keep_last < 0 or self.knn_every < 0 or not self.progress_s > 0:
             raise WearspecError(f"runtime.keep_last, knn_every: expected ≥ 0 and progress_s > 0, got "
                                 f"{self.keep_last}, {self.knn_every}, {self.progress_s}")
