@@ -382,3 +382,19 @@ def test_online_knn_and_wandb_offline(store, tmp_path, monkeypatch):
     knn = [r for r in read_metrics(out / "metrics.jsonl") if "knn_macro_f1" in r]
     assert len(knn) == 1 and 0.0 <= knn[0]["knn_macro_f1"] <= 1.0
     assert any((out / "wandb").glob("offline-run-*"))
+
+
+def test_epochs_of_a_fixed_number_of_steps_resume_bitwise(store, tmp_path):
+    """optim.steps_per_epoch: epochs shorter than a pass (a fresh shuffle each), resumed across an epoch edge."""
+    common = ["optim.epochs=3", "optim.steps_per_epoch=2", "optim.warmup_epochs=1", "runtime.ckpt_every=100"]
+    a = run_pretrain(_cfg(store, tmp_path / "a", *common))
+    assert a["total_steps"] == a["steps"] == 6
+    ckpts = list_checkpoints(tmp_path / "a" / "checkpoints")
+    assert [load_checkpoint(p)["epoch"] for p in ckpts] == [1, 2, 3]  # a checkpoint at each 2-step epoch's end
+    run_pretrain(_cfg(store, tmp_path / "b", *common, "runtime.max_steps=3"))
+    run_pretrain(_cfg(store, tmp_path / "b", *common))
+    sa, sb = (load_checkpoint(list_checkpoints(tmp_path / r / "checkpoints")[-1]) for r in "ab")
+    for k in sa["teacher_net"]:
+        assert torch.equal(sa["teacher_net"][k], sb["teacher_net"][k]), k
+    with pytest.raises(WearspecError, match="optim.steps_per_epoch"):
+        run_pretrain(_cfg(store, tmp_path / "c", "optim.steps_per_epoch=-1"))

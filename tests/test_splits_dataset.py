@@ -1,3 +1,4 @@
+import itertools
 import warnings
 
 import numpy as np
@@ -123,3 +124,32 @@ def test_resumable_sampler_matches_and_resumes():
     assert b.position == 0 and list(b) != full
     with pytest.raises(WearspecError, match="sampler state is for 23 windows on 2 ranks"):
         ResumableSampler(24, world_size=2).load_state_dict(state)
+
+
+def test_keyed_permutation_is_a_bijection_and_the_large_sampler_stays_small(monkeypatch):
+    import tracemalloc
+
+    import wearspec.data.dataset as dataset_module
+    from wearspec.data.dataset import feistel_permutation
+
+    for n in (1, 2, 3, 17, 1000, 4099):
+        for seed in (0, 1):
+            assert sorted(feistel_permutation(n, seed, np.arange(n)).tolist()) == list(range(n))
+    assert not np.array_equal(feistel_permutation(1000, 0, np.arange(1000)),
+                              feistel_permutation(1000, 1, np.arange(1000)))
+    # the old order (torch.randperm per epoch) is kept below LARGE: runs resume as before
+    small = ResumableSampler(23, rank=1, world_size=2, seed=5)
+    perm = torch.randperm(23, generator=torch.Generator().manual_seed(5)).numpy()
+    assert list(small) == np.concatenate([perm, perm[:1]])[1::2].tolist()
+    # a sampler over 10^8 windows: two ranks share the keyed order, resume mid-epoch, in a few MB
+    monkeypatch.setattr(dataset_module, "_CHUNK", 4096)
+    tracemalloc.start()
+    ranks = [ResumableSampler(10**8, rank=r, world_size=2, seed=3, drop_last=True) for r in (0, 1)]
+    heads = [list(itertools.islice(iter(s), 10_000)) for s in ranks]
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 20e6 and not set(heads[0]) & set(heads[1]) and max(heads[0] + heads[1]) < 10**8
+    ranks[1].advance(2_500)
+    again = ResumableSampler(10**8, rank=1, world_size=2, seed=3, drop_last=True)
+    again.load_state_dict(ranks[1].state_dict())
+    assert list(itertools.islice(iter(again), 100)) == heads[1][2_500:2_600]

@@ -67,6 +67,40 @@ class WindowDataset(Dataset):
         return [self._item(batch[j], int(i)) for j, i in enumerate(idx)]
 
 
+LARGE = 1 << 24  # from this many items on, the shuffled order is a keyed permutation computed piecewise
+_CHUNK = 1 << 16  # items of the order computed at a time while iterating
+
+
+def _mix(x: np.ndarray, key: np.uint64) -> np.ndarray:
+    """A round function on uint64 lanes: key, multiply, xor-shift (splitmix64's finaliser)."""
+    z = x ^ key
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def feistel_permutation(n: int, seed: int, positions: np.ndarray) -> np.ndarray:
+    """Items at ``positions`` of a seeded pseudo-random permutation of ``range(n)``, in O(len(positions)) memory:
+    a 4-round balanced Feistel network on the smallest even number of bits that holds ``n``, with cycle walking
+    (a value ≥ n is encrypted again; the domain is < 4n, so a few rounds at most). Every seed gives a bijection."""
+    half = max(1, (max(int(n) - 1, 1).bit_length() + 1) // 2)
+    mask = np.uint64((1 << half) - 1)
+    keys = [np.uint64(k) for k in np.random.default_rng([int(seed), 0x5EED]).integers(0, 2**63, 4, dtype=np.int64)]
+    with np.errstate(over="ignore"):
+        def encrypt(v: np.ndarray) -> np.ndarray:
+            left, right = v >> np.uint64(half), v & mask
+            for k in keys:
+                left, right = right, left ^ (_mix(right, k) & mask)
+            return (left << np.uint64(half)) | right
+
+        out = encrypt(np.asarray(positions, dtype=np.uint64))
+        walk = out >= np.uint64(n)
+        while walk.any():
+            out[walk] = encrypt(out[walk])
+            walk = out >= np.uint64(n)
+    return out.astype(np.int64)
+
+
 class ResumableSampler(Sampler[int]):
     """Shuffled, rank-sharded order over ``n`` items that can resume mid-epoch.
 
@@ -74,6 +108,10 @@ class ResumableSampler(Sampler[int]):
     items, padded by wrapping, or ``floor`` with ``drop_last``), plus ``state_dict()`` /
     ``load_state_dict()`` with ``{"epoch", "position"}`` where ``position`` counts items of this
     rank already consumed in the epoch. Call :meth:`advance` as batches are consumed.
+
+    Memory stays small for any ``n``: the order is handed out in pieces of 65536 items; below :data:`LARGE`
+    items it is ``torch.randperm`` (seeded by seed + epoch), from there on a keyed permutation
+    (:func:`feistel_permutation`) computed piece by piece, never held whole (10⁸ items would be 800 MB).
     """
 
     def __init__(self, n: int, *, rank: int = 0, world_size: int = 1, shuffle: bool = True, seed: int = 0,
@@ -98,20 +136,23 @@ class ResumableSampler(Sampler[int]):
     def advance(self, count: int) -> None:
         self.position = min(self.position + count, self.num_samples)
 
-    def order(self) -> np.ndarray:
-        """This rank's full order for the current epoch."""
-        if self.shuffle:
+    def order(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Items ``start:stop`` of this rank's order for the current epoch (all of it by default)."""
+        stop = self.num_samples if stop is None else min(stop, self.num_samples)
+        j = np.arange(start, max(stop, start), dtype=np.int64) * self.world + self.rank  # global positions
+        j = j % self.n  # padding (not drop_last) wraps to the start of the order
+        if not self.shuffle:
+            return j
+        if self.n >= LARGE:
+            return feistel_permutation(self.n, self.seed * 1_000_003 + self.epoch, j)
+        if getattr(self, "_perm_key", None) != (self.seed, self.epoch):
             g = torch.Generator().manual_seed(self.seed + self.epoch)
-            perm = torch.randperm(self.n, generator=g).numpy()
-        else:
-            perm = np.arange(self.n)
-        total = self.num_samples * self.world
-        if total > self.n:
-            perm = np.concatenate([perm, np.resize(perm, total - self.n)])
-        return perm[:total][self.rank :: self.world]
+            self._perm, self._perm_key = torch.randperm(self.n, generator=g).numpy(), (self.seed, self.epoch)
+        return self._perm[j]
 
     def __iter__(self) -> Iterator[int]:
-        return iter(self.order()[self.position :].tolist())
+        for a in range(self.position, self.num_samples, _CHUNK):
+            yield from self.order(a, a + _CHUNK).tolist()
 
     def __len__(self) -> int:
         return self.num_samples - self.position

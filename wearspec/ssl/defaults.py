@@ -50,9 +50,11 @@ def prototypes_for(windows: int) -> int:
     return int(min(max(k, K_RANGE[0]), K_RANGE[1]))
 
 
-def epochs_for(windows: int, global_batch: int) -> int:
-    """Epochs that give about :data:`TARGET_STEPS` steps of ``global_batch`` over ``windows`` windows."""
-    steps_per_epoch = max(windows // max(global_batch, 1), 1)
+def epochs_for(windows: int, global_batch: int, steps_per_epoch: int = 0) -> int:
+    """Epochs that give about :data:`TARGET_STEPS` steps of ``global_batch`` over ``windows`` windows (epochs of
+    ``steps_per_epoch`` steps when that is > 0 and shorter than a pass)."""
+    full = max(windows // max(global_batch, 1), 1)
+    steps_per_epoch = min(full, steps_per_epoch) if steps_per_epoch > 0 else full
     return int(min(max(math.ceil(TARGET_STEPS / steps_per_epoch), MIN_EPOCHS), MAX_EPOCHS))
 
 
@@ -73,7 +75,7 @@ def derive_pretrain_settings(cfg: Any, shape: StoreShape, world_size: int = 1) -
            else "no x/y/z triads in the channels: rotation is off whatever the angle")
     choose("head", "out_dim", prototypes_for(shape.windows), f"≈ {shape.windows} windows / 16, power of two")
     global_batch = cfg.optim.batch_size * max(world_size, 1)
-    choose("optim", "epochs", epochs_for(shape.windows, global_batch),
+    choose("optim", "epochs", epochs_for(shape.windows, global_batch, cfg.optim.steps_per_epoch),
            f"≈ {TARGET_STEPS} steps of {global_batch} windows over {shape.windows} windows "
            f"(within {MIN_EPOCHS}–{MAX_EPOCHS} epochs)")
     return chosen

@@ -80,6 +80,9 @@ class LossConfig:
 @dataclass
 class OptimConfig:
     epochs: int | None = None  # null: enough for about 2000 steps (ssl.defaults)
+    # > 0: an epoch is this many steps (each a fresh shuffle of the whole store), not a full pass: for stores of
+    # millions of windows, where one pass is days; the schedules' warm-up_epochs and epochs count these
+    steps_per_epoch: int = 0
     batch_size: int = 64  # per rank; the LR scales with the global batch (batch_size × ranks)
     lr: float = 5e-4  # at a global batch of 256
     min_lr: float = 1e-6
@@ -109,6 +112,8 @@ class PretrainConfig:
         self.runtime.validate()
         if (self.optim.epochs is not None and self.optim.epochs < 1) or self.optim.batch_size < 1:
             raise WearspecError("optim.epochs and optim.batch_size: expected ≥ 1 (epochs null: derived)")
+        if self.optim.steps_per_epoch < 0:
+            raise WearspecError(f"optim.steps_per_epoch: expected ≥ 0 (0 = a full pass), got {self.optim.steps_per_epoch}")
         if self.head.out_dim is not None and self.head.out_dim < 2:
             raise WearspecError(f"head.out_dim: expected ≥ 2 prototypes (null: derived), got {self.head.out_dim}")
         if self.loss.centering not in CENTERINGS:
@@ -218,7 +223,7 @@ def run_pretrain(cfg: PretrainConfig) -> dict:
     derived = derive_pretrain_settings(cfg, StoreShape(len(selected), store.window, store.rate,
                                                        tuple(store.channels)), dist.world_size)
     tr = Trainer(LoopSpec("pretrain", "optim", out, cfg.runtime, dist, store, selected, o.batch_size, o.epochs,
-                          o.clip_grad))
+                          o.clip_grad, steps_per_epoch=o.steps_per_epoch))
 
     # -- networks, optimiser and per-step schedules -------------------------------------------------
     nets = _build(cfg, store, dev)

@@ -65,6 +65,7 @@ class LoopSpec:
     epochs: int
     clip_grad: float  # global gradient-norm clip (0 = off)
     what: str = "windows"  # how the error for too few windows names them ("training windows")
+    steps_per_epoch: int = 0  # > 0: an epoch is this many steps (a fresh shuffle each), not a full pass; 0 = a pass
 
 
 def _nothing(*_: Any) -> None:
@@ -101,6 +102,8 @@ class Trainer:
         self.sampler = ResumableSampler(len(self.dataset), rank=dist.rank, world_size=dist.world_size, seed=rt.seed,
                                         drop_last=True)
         self.steps_per_epoch = self.sampler.num_samples // spec.batch_size
+        if spec.steps_per_epoch:
+            self.steps_per_epoch = min(self.steps_per_epoch, spec.steps_per_epoch)
         if self.steps_per_epoch < 1:
             raise WearspecError(f"{spec.store.path}: {len(self.dataset)} {spec.what} give no full batch of "
                                 f"{spec.batch_size} per rank on {dist.world_size} rank(s); lower "
