@@ -67,7 +67,7 @@ class WindowDataset(Dataset):
         return [self._item(batch[j], int(i)) for j, i in enumerate(idx)]
 
 
-LARGE = 1 << 24  # from this many items on, the shuffled order is a keyed permutation computed piecewise
+LARGE = 1 << 20  # from this many items on, the shuffled order is a keyed permutation computed piecewise
 _CHUNK = 1 << 16  # items of the order computed at a time while iterating
 
 
