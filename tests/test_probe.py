@@ -119,6 +119,34 @@ class ViTLike(StandIn):
         return 4 * (n_last + int(avgpool))
 
 
+def test_label_efficiency_probe_uses_the_asked_fraction_of_training_labels(store, tmp_path, monkeypatch):
+    from wearspec.evaluate.probe import few_label_rows
+
+    labels = np.repeat([0, 1, 2], [50, 30, 3])
+    rows = few_label_rows(labels, 0.1, seed=0)
+    assert [int(np.sum(labels[rows] == c)) for c in (0, 1, 2)] == [5, 3, 1]  # per class, at least one
+    assert np.array_equal(rows, few_label_rows(labels, 0.1, seed=0)) and len(set(rows.tolist())) == len(rows)
+    sizes = []
+    real_fit = probe_mod.fit_linear_probe
+
+    def fit_spy(train_feats, *a, **k):
+        sizes.append(len(train_feats))
+        return real_fit(train_feats, *a, **k)
+
+    monkeypatch.setattr(probe_mod, "fit_linear_probe", fit_spy)
+    cfg = _cfg(store, tmp_path / "p", split={"mode": "holdout", "test_subjects": ["p06", "p07"],
+                                             "val_subjects": ["p05"]}, few_labels=0.25)
+    report = run_probe(cfg, encoder=StandIn(), meta=META)
+    assert sizes[1] < sizes[0] / 3 and report["linear_few"]["fraction"] == 0.25
+    assert report["linear_few"]["n"] == report["linear"]["n"] and "per_subject" in report["linear_few"]
+    off = run_probe(_cfg(store, tmp_path / "q", split={"mode": "holdout", "test_subjects": ["p06", "p07"],
+                                                       "val_subjects": ["p05"]}, few_labels=0.0),
+                    encoder=StandIn(), meta=META)
+    assert "linear_few" not in off
+    with pytest.raises(WearspecError, match="few_labels"):
+        run_probe(_cfg(store, tmp_path / "r", few_labels=1.0), encoder=StandIn(), meta=META)
+
+
 def test_avgpool_auto_chooses_on_validation(store, tmp_path):
     split = {"mode": "kfold", "k": 4, "val_fraction": 0.2}
     enc = ViTLike()

@@ -62,7 +62,9 @@ def write_fake_run(out: Path, ssl: float = 0.8, random: float = 0.6, classical: 
                      "labels": {"logreg": "features+LR", "forest": "features+RF"},
                      "features": {"count": 123, "windows": 300}, "logreg": rep["lr"], "forest": rep["rf"]}
     for which, lin, knn in (("teacher", "ssl_lin", "ssl_knn"), ("random", "rnd_lin", "rnd_knn")):
-        probe = {"linear": rep[lin], "knn": {**rep[knn], "k": 20}}
+        probe = {"linear": rep[lin], "knn": {**rep[knn], "k": 20},
+                 "linear_few": {**fake_report(_acc(ssl - 0.1 if which == "teacher" else random - 0.2, 0.02), seed=11),
+                                "fraction": 0.1}}
         if which == "teacher" and classical_enabled:
             probe["classical"] = classical_sec
         _write(out / "probe" / which / "report.json", probe)
@@ -167,6 +169,12 @@ def test_verdicts_read_the_numbers_from_the_stage_reports(tmp_path):
     best = v["Best deep model vs the classical baseline"]
     assert best.a == "SSL teacher, linear probe" and best.b == "features+RF"
     assert best.diff.sign == -1 and best.sentence.startswith("The classical baseline beat every deep model here")
+
+    few = v["SSL vs random init (linear probe on 10% of the labels)"]
+    fa, fb = subject_scores(probe["teacher"]["linear_few"]), subject_scores(probe["random"]["linear_few"])
+    assert few.diff == paired_difference(fa, fb) and few.diff.estimate > 0
+    assert few.a == "SSL teacher, linear probe on 10% of the labels" and few.sentence.startswith("Pretraining helped")
+    assert len(v) == 7  # two SSL probes, the label-efficiency point, classical, student, INT8, latency
 
     student, int8 = v["Student vs teacher"], v["INT8 vs FP32"]
     assert student.a == "distilled student" and student.diff.estimate < 0

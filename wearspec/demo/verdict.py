@@ -1,8 +1,9 @@
-"""The verdict at the top of the demo report: five comparisons, each a difference with a 95 % interval and one
+"""The verdict at the top of the demo report: six comparisons, each a difference with a 95 % interval and one
 plain sentence, so a reader learns what the run showed without comparing table rows.
 
 1. **SSL vs random init** (linear probe, then k-NN): the pretrained teacher's features against the same backbone
-   randomly initialised — did pretraining help?
+   randomly initialised — did pretraining help? Then the label-efficiency point: the same two linear probes
+   fitted on 10 % of the training labels (``probe.few_labels``), where pretraining is meant to pay most.
 2. **Best deep model vs the classical baseline**: the best of the probes and the fine-tuned models against the
    best classical model (hand-crafted features + logistic regression / random forest). "Best" on each side is
    chosen by the mean over these same test subjects, which favours the deep side (more candidates): if the
@@ -98,7 +99,7 @@ def deep_models(out: Path) -> dict[str, dict]:
     models = {}
     for which, name in (("teacher", "SSL teacher"), ("random", "random init")):
         rep = _load(out / "probe" / which / "report.json") or {}
-        for m, mname in (("linear", "linear probe"), ("knn", "k-NN")):
+        for m, mname in (("linear", "linear probe"), ("knn", "k-NN"), ("linear_few", "linear probe, few labels")):
             if m in rep:
                 models[f"{name}, {mname}"] = rep[m]
     stages = (_load(out / "finetune" / "report.json") or {}).get("stages", {})
@@ -215,12 +216,18 @@ def latency_verdict(stream: dict | None, resamples: int = RESAMPLES, seed: int =
 
 
 def verdicts(out: Path, resamples: int = RESAMPLES, seed: int = SEED) -> list[Verdict]:
-    """The five comparisons of a demo folder ``out`` (module docstring), from the files its steps wrote."""
+    """The six comparisons of a demo folder ``out`` (module docstring), from the files its steps wrote."""
     out = Path(out)
     deep, classical = deep_models(out), classical_models(out)
     result = [compare("ssl", f"SSL vs random init ({m})", (f"SSL teacher, {m}", deep.get(f"SSL teacher, {m}")),
                       (f"random init, {m}", deep.get(f"random init, {m}")), resamples, seed)
               for m in ("linear probe", "k-NN")]
+    few = deep.get("SSL teacher, linear probe, few labels") or {}
+    pct = f"{few.get('fraction', 0.1):.0%}"
+    result.append(compare("ssl", f"SSL vs random init (linear probe on {pct} of the labels)",
+                          (f"SSL teacher, linear probe on {pct} of the labels", few or None),
+                          (f"random init, linear probe on {pct} of the labels",
+                           deep.get("random init, linear probe, few labels")), resamples, seed))
     best_deep, best_classical = _best(deep), _best(classical)
     result.append(compare("classical", "Best deep model vs the classical baseline",
                           (best_deep or "deep models", deep.get(best_deep)),

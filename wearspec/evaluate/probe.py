@@ -78,6 +78,9 @@ class ProbeConfig:
     knn_k: int = 20  # neighbours of the weighted k-NN
     knn_temperature: float = 0.07  # vote weight exp(cosine similarity / T)
     linear: LinearProbeConfig = field(default_factory=LinearProbeConfig)
+    # label efficiency: a second linear probe fitted on this fraction of each split's training windows (drawn per
+    # class, seeded; validation and test as for the full probe); 0 = off. Report key "linear_few".
+    few_labels: float = 0.1
     # hand-crafted features + logistic regression / random forest on the same splits (classical.enabled=false: off)
     classical: ClassicalConfig = field(default_factory=ClassicalConfig)
     batch_size: int = 256  # feature-extraction batch
@@ -94,6 +97,8 @@ class ProbeConfig:
                 f"knn_k / knn_temperature: expected ≥ 1 and > 0, got {self.knn_k}, {self.knn_temperature}")
         if self.batch_size < 1:
             raise WearspecError(f"batch_size: expected ≥ 1, got {self.batch_size}")
+        if not 0.0 <= self.few_labels < 1.0:
+            raise WearspecError(f"few_labels: expected a fraction in [0, 1) (0 = off), got {self.few_labels}")
         self.split.validate()
         self.linear.validate()
         self.classical.validate()
@@ -182,6 +187,8 @@ def _table(report: dict) -> str:
             f"{'subject macro-F1':>18}{'subject kappa':>18}")
     classical = report.get("classical", {})
     rows = [("k-NN", report["knn"]), ("linear", report["linear"])]
+    if "linear_few" in report:
+        rows.append((f"linear {report['linear_few']['fraction']:.0%}", report["linear_few"]))
     rows += [(CLASSICAL_MODELS[m], classical[m]) for m in classical.get("models", [])]
     lines = [head]
     for name, r in rows:
@@ -248,6 +255,22 @@ def _encoder_features(cfg: ProbeConfig, store: WindowStore, encoder: torch.nn.Mo
     return feats, labels, cache.path(key)
 
 
+def few_label_rows(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Sorted positions of ``fraction`` of ``labels``' windows, drawn per class (at least one of each), seeded."""
+    rng = np.random.default_rng(seed)
+    picked = [rng.choice(np.flatnonzero(labels == c), max(1, round(fraction * np.sum(labels == c))), replace=False)
+              for c in np.unique(labels)]
+    return np.sort(np.concatenate(picked)) if picked else np.zeros(0, np.int64)
+
+
+def _fit_linear(cfg: ProbeConfig, sets, feats, labels, tr, va, n_classes, device):
+    """The linear probe on training rows ``tr``, its feature set and hyper-parameters chosen on ``va``."""
+    return choose_features(
+        sets, lambda cols: fit_linear_probe(feats[tr, :cols], labels[tr], feats[va, :cols], labels[va],
+                                            n_classes, cfg.linear, seed=cfg.seed, device=device),
+        lambda p, cols: p.val_macro_f1 if p.selected_on == "val" else float("nan"))
+
+
 def _probe_split(cfg: ProbeConfig, sp: Split, rows: Callable[[np.ndarray], np.ndarray], feats: np.ndarray,
                  labels: np.ndarray, sets: list[tuple[str, int]], n_classes: int, device: torch.device) -> dict:
     """k-NN and linear probe of one split: selection on its validation rows, test rows last.
@@ -260,10 +283,11 @@ def _probe_split(cfg: ProbeConfig, sp: Split, rows: Callable[[np.ndarray], np.nd
         return knn_predict(feats[tr, :cols], labels[tr], feats[query, :cols], cfg.knn_k, cfg.knn_temperature,
                            n_classes, device=device)[0]
 
-    lin_set, lin_cols, probe, lin_scores = choose_features(
-        sets, lambda cols: fit_linear_probe(feats[tr, :cols], labels[tr], feats[va, :cols], labels[va],
-                                            n_classes, cfg.linear, seed=cfg.seed, device=device),
-        lambda p, cols: p.val_macro_f1 if p.selected_on == "val" else float("nan"))
+    lin_set, lin_cols, probe, lin_scores = _fit_linear(cfg, sets, feats, labels, tr, va, n_classes, device)
+    few = None
+    if cfg.few_labels:
+        few = _fit_linear(cfg, sets, feats, labels, tr[few_label_rows(labels[tr], cfg.few_labels, cfg.seed)], va,
+                          n_classes, device)
     knn_set, knn_cols, _, knn_scores = choose_features(
         sets, lambda cols: None, lambda _, cols: macro_f1(labels[va], knn(cols, va)) if va.size else float("nan"))
     te = rows(sp.test)  # test windows are first touched here, after model selection
@@ -271,6 +295,7 @@ def _probe_split(cfg: ProbeConfig, sp: Split, rows: Callable[[np.ndarray], np.nd
     return {
         "knn": knn(knn_cols, te),
         "linear": probe.predict(feats[te, :lin_cols])[0],
+        "linear_few": few[2].predict(feats[te, :few[1]])[0] if few else None,
         "linear_selection": {"split": sp.name, "features": lin_set, **probe.selection(),
                              **({"features_val_macro_f1": lin_scores} if several else {})},
         "knn_selection": {"split": sp.name, "features": knn_set,
@@ -328,6 +353,10 @@ def run_probe(cfg: ProbeConfig, encoder: torch.nn.Module | None = None, meta: di
     knn_report.update(k=cfg.knn_k, temperature=cfg.knn_temperature, bank="train",
                       selection=[r["knn_selection"] for r in results])
     lin_report["selection"] = [r["linear_selection"] for r in results]
+    few_report = None
+    if cfg.few_labels:
+        few_report = {**pooled(y_test, np.concatenate([r["linear_few"] for r in results]), s_test),
+                      "fraction": cfg.few_labels}
     report = jsonable({
         "format": "wearspec-probe-report",
         "version": 1,
@@ -342,6 +371,7 @@ def run_probe(cfg: ProbeConfig, encoder: torch.nn.Module | None = None, meta: di
         "splits": fold_reports,
         "knn": knn_report,
         "linear": lin_report,
+        **({"linear_few": few_report} if few_report else {}),
         **({"classical": classical} if classical["enabled"] else {}),
         "config": to_dict(cfg),
     })
