@@ -96,7 +96,10 @@ def test_pretraining_sizes_its_schedule_to_the_budget_and_resume_keeps_it(store,
     assert yaml.safe_load((a / "config.yaml").read_text())["runtime"]["budget_steps"] == want
     recs = read_metrics(a / "metrics.jsonl")
     event = [r for r in recs if r.get("event") == "budget"]
-    assert len(event) == 1 and event[0]["total"] == want and event[0]["step_s"] == pytest.approx(STEP_S)
+    # chosen after the measured steps, refined at the first epoch end after that (the same here: the fake clock
+    # gives epoch ends no cost)
+    assert [(e["refined"], e["total"]) for e in event] == [(False, want), (True, want)]
+    assert event[0]["step_s"] == pytest.approx(STEP_S) and event[1]["step_s"] == pytest.approx(STEP_S)
     lrs = np.array([r["lr"] for r in recs if "loss" in r])
     # from the decision on, one cosine over the chosen length (the warm-up, in epochs, was over), ending near min_lr
     assert len(lrs) == want and (np.diff(lrs[decide:]) <= 1e-12).all() and lrs[-1] < 0.05 * lrs[decide]
@@ -120,6 +123,24 @@ def test_pretraining_sizes_its_schedule_to_the_budget_and_resume_keeps_it(store,
     again = run_pretrain(load_config(PretrainConfig, a / "config.yaml", [f"output={c}", "runtime.budget_min=0"]))
     assert again["total_steps"] == want
     assert not [r for r in read_metrics(c / "metrics.jsonl") if r.get("event") == "budget"]
+
+
+def test_the_refinement_counts_what_epoch_ends_cost():
+    clock = FakeClock()
+    b = Budget(1.0, clock=clock)
+    for step in range(1, b.decide_at + 1):
+        clock.t += STEP_S
+        step_s = b.observe(step)
+    first = b.decide(b.decide_at, step_s, b.elapsed(), nominal=100)
+    assert not b.refine_due(b.decide_at) and b.refine_due(b.decide_at + 1)
+    for step in range(b.decide_at + 1, 21):  # 8 more steps, then an epoch end that costs 4 s (validation)
+        clock.t += STEP_S
+    clock.t += 4.0
+    rate = b.rate_since_decision(20)
+    assert rate == pytest.approx(STEP_S + 4.0 / 8)
+    second = b.decide(20, rate, b.elapsed(), nominal=100)
+    assert second.refined and second.total < first.total and not b.refine_due(25)
+    assert second.total == 20 + int((60 * (1 - MARGIN) - b.elapsed()) // rate)
 
 
 def test_the_demo_shares_its_budget_among_the_steps_left(tmp_path):

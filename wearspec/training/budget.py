@@ -6,7 +6,10 @@ whole loop, counted from the trainer's start (set-up, the front end's fit, the s
 ``M`` minutes with a :data:`MARGIN` to spare for the final checkpoint and export. The recipe rebuilds every
 per-step schedule (learning-rate warm-up and cosine, weight decay, teacher EMA momentum and temperature) over the
 new total, so the run is a complete schedule of that length, not a longer one cut off. The steps before the
-decision used the recipe's nominal schedule (they are the start of its warm-up either way).
+decision used the recipe's nominal schedule (they are the start of its warm-up either way). At the first epoch
+end after the decision the total is fixed once more, from the time per step since the decision: that interval
+holds an epoch end (its checkpoint, a fine-tuning stage's validation), which the first steps did not; a run
+resumed before that refinement keeps its first choice.
 
 The decision is taken at the same step on every rank, from the slowest rank's step time, so every rank chooses
 the same total. It is logged (a console line and a ``budget`` event in metrics.jsonl), written to the run's
@@ -43,11 +46,14 @@ class BudgetPlan:
     elapsed_s: float  # seconds of the budget spent when it was fixed
     total: int  # the run's steps in all
     nominal: int  # the steps the recipe's epochs alone would have given
+    refined: bool = False  # fixed again at the first epoch end after the first decision
 
     def describe(self, name: str) -> str:
-        return (f"{name}: budget {self.minutes:g} min: {self.step_s:.3f} s/step over steps "
-                f"{self.decided_at - MEASURED_STEPS + 1}–{self.decided_at}, {self.elapsed_s:.0f} s spent → "
-                f"{self.total} steps in all (the epochs alone: {self.nominal}); saved as runtime.budget_steps")
+        over = "since the first choice, an epoch end included" if self.refined else (
+            f"over steps {self.decided_at - MEASURED_STEPS + 1}–{self.decided_at}")
+        return (f"{name}: budget {self.minutes:g} min{' (refined)' if self.refined else ''}: {self.step_s:.3f} "
+                f"s/step {over}, {self.elapsed_s:.0f} s spent at step {self.decided_at} → {self.total} steps in all "
+                f"(the epochs alone: {self.nominal}); saved as runtime.budget_steps")
 
 
 class Budget:
@@ -67,6 +73,14 @@ class Budget:
     def pending(self) -> bool:
         return self.plan is None
 
+    def refine_due(self, step: int) -> bool:
+        """Whether an epoch end at ``step`` is the refinement point: after the first choice, not refined yet."""
+        return self.plan is not None and not self.plan.refined and step > self.plan.decided_at
+
+    def rate_since_decision(self, step: int) -> float:
+        """Seconds per step from the first choice to now (``step`` steps done)."""
+        return (self.clock() - self._decided_t) / max(step - self.plan.decided_at, 1)
+
     def observe(self, step: int) -> float | None:
         """Call after step ``step`` (steps done) has finished; the seconds per step at the decision step."""
         if step == self.start_step + WARMUP_STEPS:
@@ -82,6 +96,8 @@ class Budget:
         """Fix the total: the steps that fit in what is left of the budget (less the margin), at least one more."""
         left = self.minutes * 60.0 * (1.0 - MARGIN) - elapsed_s
         more = int(left // step_s) if step_s > 0 else 0
+        refined = self.plan is not None
         self.plan = BudgetPlan(self.minutes, float(step_s), int(step), float(elapsed_s), int(step + max(more, 1)),
-                               int(nominal))
+                               int(nominal), refined)
+        self._decided_t = self.clock()
         return self.plan

@@ -239,6 +239,8 @@ class Trainer:
                 end_of_epoch = self.step % self.steps_per_epoch == 0
                 if end_of_epoch:
                     hooks.epoch_end(epoch, self.step)
+                    if self.budget is not None and self.budget.refine_due(self.step) and self.step < self.stop_at:
+                        self._fit_budget(hooks, progress, refine=True)
                 if self.step % rt.ckpt_every == 0 or end_of_epoch or self.step == self.stop_at:
                     self.save(hooks, self.step)
                 if end_of_epoch or self.step >= self.stop_at:
@@ -272,10 +274,11 @@ class Trainer:
         scaler.update()
         return loss, aux, grad_norm
 
-    def _fit_budget(self, hooks: StepHooks, progress: Progress) -> None:
-        """At the budget's decision step: the slowest rank's step time → the total that fits (same on every
-        rank), the schedules redone over it, the choice logged and written to config.yaml."""
-        step_s = self.budget.observe(self.step)
+    def _fit_budget(self, hooks: StepHooks, progress: Progress, refine: bool = False) -> None:
+        """At the budget's decision step (and, ``refine``, at the first epoch end after it): the slowest rank's
+        time per step → the total that fits (same on every rank), the schedules redone over it, the choice
+        logged and written to config.yaml."""
+        step_s = self.budget.rate_since_decision(self.step) if refine else self.budget.observe(self.step)
         if step_s is None:
             return
         both = du.all_reduce_max(torch.tensor([step_s, self.budget.elapsed()], dtype=torch.float64,
