@@ -1,4 +1,5 @@
 import json
+import os
 
 import numpy as np
 import pytest
@@ -129,3 +130,26 @@ def test_failed_writer_removes_the_folders_it_created(tmp_path):
         with StoreWriter(tmp_path / "a" / "b" / "st", channels=["a"], rate=1, window=2, hop=1):
             pass
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_store_of_many_shards_reads_under_a_low_open_file_limit(tmp_path, monkeypatch):
+    import resource
+
+    import wearspec.data.store as store_module
+
+    n = 300
+    with StoreWriter(tmp_path / "many", channels=["a"], rate=1.0, window=4, hop=4, shard_windows=2) as w:
+        w.add(np.arange(n * 4, dtype=np.float32).reshape(n, 1, 4), "s", "r", np.arange(n) * 4.0)
+    store = WindowStore(tmp_path / "many")
+    assert len(store.manifest["shards"]) == n // 2
+    monkeypatch.setattr(store_module, "MAX_OPEN_SHARDS", 32)  # what a limit of 64 open files gives
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    open_now = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else 0
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, open_now + store_module.MAX_OPEN_SHARDS + 16), hard))
+    try:
+        idx = np.random.default_rng(0).permutation(n)
+        got = store.read_batch(idx)
+        assert np.array_equal(got[:, 0, 0], idx * 4.0)
+        assert len(store._fds) <= 32
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -267,6 +267,21 @@ def check_output(path: str | os.PathLike, fingerprint: str, overwrite: bool = Fa
     )
 
 
+def _open_shard_limit() -> int:
+    """Shard files a reading process keeps open at once: half its soft limit of open files (the rest is the
+    process's own), at least 16; 64 where the limit cannot be read."""
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, OSError, ValueError):
+        return 64
+    return 1 << 20 if soft == resource.RLIM_INFINITY else max(16, soft // 2)
+
+
+MAX_OPEN_SHARDS = _open_shard_limit()
+
+
 class WindowStore:
     """Read-only access to a store folder.
 
@@ -344,11 +359,16 @@ class WindowStore:
         return bool(self.label_names) and bool((self.labels >= 0).any())
 
     def _fd(self, shard: int) -> int:
+        """The shard's open descriptor; at most :data:`MAX_OPEN_SHARDS` stay open (least recently used closed
+        first), so a store of thousands of shards reads under a limit of 1024 open files."""
         if self._pid != os.getpid():  # a forked DataLoader worker: open its own descriptors
             self._fds, self._pid = {}, os.getpid()
-        fd = self._fds.get(shard)
+        fd = self._fds.pop(shard, None)
         if fd is None:
-            fd = self._fds[shard] = os.open(self._shards[shard][0], os.O_RDONLY | getattr(os, "O_BINARY", 0))
+            while len(self._fds) >= MAX_OPEN_SHARDS:
+                os.close(self._fds.pop(next(iter(self._fds))))
+            fd = os.open(self._shards[shard][0], os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        self._fds[shard] = fd  # most recently used last
         return fd
 
     def shard_array(self, shard: int) -> np.memmap:
