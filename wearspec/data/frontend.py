@@ -383,11 +383,13 @@ class FrontendConfig:
     fit_windows: int = 2048  # windows used to fit the per-channel normalisation statistics
 
     def validate(self) -> None:
-        _check(self.n_fft >= 0 and self.hop_length >= 0, "frontend.n_fft/hop_length", "≥ 0 (0 = auto)",
+        _check(self.n_fft >= 0 and self.hop_length >= 0, "n_fft/hop_length", "≥ 0 (0 = auto)",
                (self.n_fft, self.hop_length))
-        _check(self.power in (1.0, 2.0), "frontend.power", "1 (magnitude) or 2 (power)", self.power)
-        _check(self.log in ("none", "log1p", "log"), "frontend.log", "none, log1p or log", self.log)
-        _check(self.fit_windows >= 1, "frontend.fit_windows", "≥ 1", self.fit_windows)
+        _check(self.n_mels >= 0, "n_mels", "≥ 0 (0 = linear frequency bins)", self.n_mels)
+        _check(self.window in WINDOWS, "window", " or ".join(WINDOWS), self.window)
+        _check(self.power in (1.0, 2.0), "power", "1 (magnitude) or 2 (power)", self.power)
+        _check(self.log in ("none", "log1p", "log"), "log", "none, log1p or log", self.log)
+        _check(self.fit_windows >= 1, "fit_windows", "≥ 1", self.fit_windows)
 
 
 def build_frontend(cfg: FrontendConfig, rate: float, window: int, channels: Sequence[str]) -> "SpectrogramFrontend":
