@@ -7,13 +7,56 @@ Every subcommand takes ``--config FILE.yaml`` (or a shipped recipe by name: ``we
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import shutil
 import sys
 from dataclasses import fields
 from pathlib import Path
 
 from wearspec import __version__
-from wearspec.errors import WearspecError
+from wearspec.errors import WearspecError, write_error
+
+
+def _check_output(output: Path, key: str) -> None:
+    """An output folder must be a folder (or not exist yet) under folders, not under a regular file."""
+    if output.exists() and not output.is_dir():
+        raise WearspecError(f"{key} {output}: is a file; expected a folder to write into (or a new name)")
+    for parent in output.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise WearspecError(f"{key} {output}: {parent} is a file, not a folder; expected a folder path")
+            break
+
+
+def _holds_results(folder: Path) -> bool:
+    """Whether a folder holds a checkpoint or weights (work to resume from, never removed)."""
+    return any(folder.rglob("*.pt")) or any(folder.rglob("*.safetensors")) or any(folder.rglob("*.onnx"))
+
+
+@contextlib.contextmanager
+def _writing(output: str | os.PathLike | None, key: str = "output"):
+    """Run a command that writes ``output``: check the path first; on bad input or a full (or unwritable) disk,
+    one line naming the path, and the folders this command created are removed again unless they hold a
+    checkpoint (atomic writes leave no half-written file; a run that saved checkpoints can resume)."""
+    if not output:
+        yield
+        return
+    out = Path(output)
+    _check_output(out, key)
+    created = next((p for p in reversed([out, *out.parents]) if not os.path.lexists(p)), None)
+    try:
+        yield
+    except (OSError, RuntimeError, WearspecError) as e:
+        err = e if isinstance(e, WearspecError) else write_error(e, out)
+        if err is None:
+            raise
+        if created is not None and created.is_dir() and _is_rank0() and not _holds_results(created):
+            shutil.rmtree(created, ignore_errors=True)
+        if err is e:
+            raise
+        raise err from None
 
 
 def _prepare(args: argparse.Namespace) -> int:
@@ -31,7 +74,8 @@ def _prepare(args: argparse.Namespace) -> int:
     if args.print_config:
         print(to_yaml(cfg), end="")
         return 0
-    store, reused = prepare(args.reader, args.input, args.output, cfg)
+    with _writing(args.output, "-o/--output"):
+        store, reused = prepare(args.reader, args.input, args.output, cfg)
     if reused:
         print(f"{args.output}: store is up to date (same inputs and settings); nothing to do")
     else:
@@ -73,7 +117,8 @@ def _run_recipe(args: argparse.Namespace, module: str, config: str, runner: str,
     if args.print_config:
         print(to_yaml(cfg), end="")
         return 0
-    summary = getattr(mod, runner)(cfg)
+    with _writing(getattr(cfg, "output", None)):
+        summary = getattr(mod, runner)(cfg)
     if keys is not None and _is_rank0():
         print(json.dumps({k: summary.get(k) for k in keys} if keys else summary, default=str))
     return 0
@@ -327,6 +372,12 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except WearspecError as e:
         print(f"wearspec: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a file the command reads or writes (the commands name their own where they can)
+        err = write_error(e)
+        if err is None and not (e.filename and e.strerror):
+            raise
+        print(f"wearspec: error: {err or f'{e.filename}: {e.strerror}'}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("wearspec: interrupted", file=sys.stderr)
