@@ -149,9 +149,49 @@ def _demo(args: argparse.Namespace) -> int:  # run_demo reports each step itself
 # they run on a Jetson without torch.
 
 
+def _engine_inputs(args: argparse.Namespace):
+    """The flags of ``engine``, checked before TensorRT (or a bundle) is touched: run's windows, bench's batch
+    sizes and the counts."""
+    from wearspec.deploy.runtime.trt_checks import check_profile
+
+    if args.action == "build":
+        check_profile(args.min_batch, args.opt_batch, args.max_batch)
+        if args.workspace_mb < 1:
+            raise WearspecError(f"engine build --workspace-mb: expected ≥ 1 MB, got {args.workspace_mb}")
+        return None
+    if args.action == "run":
+        import numpy as np
+
+        from wearspec.utils.io import load_npy
+
+        if not args.input:
+            raise WearspecError("engine run: --input WINDOWS.npy (n, C, T) is required")
+        x = load_npy(args.input, "windows (n, C, T)")
+        if x.dtype.kind not in "biuf" or x.ndim != 3 or x.shape[0] == 0:
+            raise WearspecError(f"{args.input}: expected windows (n, C, T) of numbers with n ≥ 1, got shape "
+                                f"{x.shape} of {x.dtype}")
+        if not np.isfinite(x).all():
+            rows = np.flatnonzero(~np.isfinite(x).all(axis=(1, 2)))
+            raise WearspecError(f"{args.input}: windows {rows[:5].tolist()}{' …' if rows.size > 5 else ''} hold "
+                                "NaN or Inf; expected finite values")
+        return x.astype(np.float32)
+    try:
+        sizes = [int(b) for b in args.batch_sizes.split(",")]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise WearspecError(f"engine bench --batch-sizes: expected comma-separated integers ≥ 1 (e.g. 1,8,32), got "
+                            f"{args.batch_sizes!r}")
+    if args.warmup < 0 or args.iterations < 1:
+        raise WearspecError(f"engine bench: expected --warmup ≥ 0 and --iterations ≥ 1, got {args.warmup}, "
+                            f"{args.iterations}")
+    return sizes
+
+
 def _engine(args: argparse.Namespace) -> int:
     from wearspec.deploy.runtime.backends import load_backend
 
+    checked = _engine_inputs(args)
     if args.action == "build":
         from wearspec.deploy.runtime.trt import build_engine_from_bundle
 
@@ -163,12 +203,7 @@ def _engine(args: argparse.Namespace) -> int:
         return 0
     backend = load_backend(args.bundle, args.backend, engine=args.engine, precision=args.precision)
     if args.action == "run":
-        import numpy as np
-
-        if not args.input:
-            raise WearspecError("engine run: --input WINDOWS.npy (n, C, T) is required")
-        x = np.load(args.input, allow_pickle=False).astype(np.float32)
-        probs = backend.infer(x)
+        probs = backend.infer(checked)
         labels = backend.labels
         print("index,label,probability")
         for i, p in enumerate(probs):
@@ -177,8 +212,7 @@ def _engine(args: argparse.Namespace) -> int:
         return 0
     from wearspec.deploy.runtime.bench import benchmark, format_table
 
-    sizes = [int(b) for b in args.batch_sizes.split(",")]
-    rows = benchmark(backend, batch_sizes=sizes, warmup=args.warmup, iterations=args.iterations)
+    rows = benchmark(backend, batch_sizes=checked, warmup=args.warmup, iterations=args.iterations)
     print(format_table(rows))
     return 0
 

@@ -62,6 +62,7 @@ from wearspec.data.readers.tables import (
 )
 from wearspec.data.windowing import Recording, WindowBatch, uniform_from_timestamps
 from wearspec.errors import WearspecError, where
+from wearspec.utils.io import load_npy
 
 CHUNK = 2048  # windows per WindowBatch for numpy inputs
 
@@ -85,17 +86,7 @@ def open_source(path: Path, cfg) -> Source:
 
 def _load_npy(path: Path, expected: str) -> np.ndarray:
     check_file(path, expected)
-    try:
-        return np.load(path, mmap_mode="r", allow_pickle=False)
-    except ValueError as e:
-        if "allow_pickle" in str(e) or "Object arrays" in str(e) or "Python objects" in str(e):
-            raise WearspecError(
-                f"{path}: holds Python objects (dtype=object), which wearspec does not unpickle; "
-                f"save {expected} with a numeric or string dtype (e.g. np.asarray(y, dtype=str))"
-            ) from None
-        raise WearspecError(f"{path}: unreadable or truncated .npy file, expected {expected} ({e})") from None
-    except (OSError, EOFError) as e:
-        raise WearspecError(f"{path}: unreadable or truncated .npy file, expected {expected} ({e})") from None
+    return load_npy(path, expected, mmap=True)
 
 
 def _as_strings(a: np.ndarray, path: Path, what: str) -> np.ndarray:
