@@ -48,7 +48,7 @@ import numpy as np
 
 from wearspec.data.readers import Source
 from wearspec.data.readers import chunks, table_stream
-from wearspec.data.readers.table_stream import column_values, stream_items
+from wearspec.data.readers.table_stream import column_values, float32_values, stream_items
 from wearspec.data.readers.tables import (
     Table,
     check_file,
@@ -365,7 +365,7 @@ def _table_items(plan, channels: list[str], names: list[str], cfg):
     if table.n_rows == 0:
         raise WearspecError(f"{f}: no data rows after the header (expected one row per sample)")
     table.require(channels, "(channels)")
-    data = np.stack([table.floats(c).astype(np.float32) for c in channels])  # (C, N)
+    data = np.stack([float32_values(table.floats(c), lambda i, c=c: table.where(i, c)) for c in channels])  # (C, N)
     times = parse_times(table, g.time_column, g.time_unit) if has_time else None
     stem = table_stem(f)
     subjects = np.char.strip(table.strings(g.subject_column)) if has_subject else None
