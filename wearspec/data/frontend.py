@@ -398,6 +398,8 @@ def build_frontend(cfg: FrontendConfig, rate: float, window: int, channels: Sequ
     n_fft, hop = auto_stft(window)
     n_fft = cfg.n_fft or n_fft
     hop = cfg.hop_length or (n_fft // 4 if cfg.n_fft else hop)
+    _check(n_fft <= window, "n_fft", f"at most the window's {window} samples (0 = auto)", n_fft)
+    _check(hop <= window, "hop_length", f"at most the window's {window} samples (0 = auto)", hop)
     return SpectrogramFrontend(
         n_fft=n_fft, hop_length=hop, window=cfg.window, power=cfg.power, log=cfg.log, n_mels=cfg.n_mels,
         sample_rate=rate if cfg.n_mels else None, normalize=cfg.normalize, n_channels=len(channels),
