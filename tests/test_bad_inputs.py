@@ -94,6 +94,9 @@ RECIPE_CASES = [
     ("finetune", ["teacher.epochs=0"], ["teacher.epochs", "≥ 1"]),
     ("finetune", ["student.distill.alpha=2"], ["distill", "alpha"]),
     ("finetune", ["label_fraction=0"], ["label_fraction", "(0, 1]"]),
+    ("finetune", ["split.mode=kfold", "split.k=0"], ["split.k", "at least 2"]),
+    ("finetune", ["split.seed=-1"], ["split.seed"]),
+    ("probe", ["seed=-1"], ["seed"]),
     ("probe", ["knn_k=0"], ["knn_k", "≥ 1"]),
     ("probe", ["linear.lrs=[-1]"], ["linear.lrs", "positive"]),
     ("export", ["parity_windows=0"], ["parity_windows", "≥ 1"]),
@@ -115,6 +118,7 @@ PREPARE_CASES = [
     (["window.rate=abc"], ["window.rate", "expected a number"]),
     (["synthetic.seed=-1"], ["synthetic.seed"]),
     (["store.shard_windows=0"], ["store.shard_windows", "≥ 1"]),
+    (["synthetic.rate=1e9"], ["synthetic.minutes_per_subject", "at most", "synthetic.rate"]),
 ]
 
 
@@ -183,6 +187,16 @@ def test_finetune_failure_leaves_no_config_yaml(tmp_path, capsys, store):
     out = tmp_path / "ft"
     expect_error(capsys, ["finetune", f"store={store}", f"output={out}", "runtime.device=cpu",
                           "frontend.n_fft=100000"], "frontend.n_fft", "at most", unchanged=out)
+
+
+def test_inspect_flags(tmp_path, capsys, store):
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    before = _tree_hash(store)
+    expect_error(capsys, ["inspect", store, "--per-class", "0"], "--per-class", "≥ 1")
+    expect_error(capsys, ["inspect", store, "--png", afile / "grid.png"], "--png", "afile: is a file")
+    expect_error(capsys, ["inspect", store, "--png", tmp_path], "--png", "is a folder")
+    assert _tree_hash(store) == before
 
 
 # ---------------------------------------------------------------------------- input files of prepare

@@ -87,6 +87,12 @@ def _inspect(args: argparse.Namespace) -> int:
     from wearspec.data.inspect import format_summary, spectrogram_grid
     from wearspec.data.store import WindowStore
 
+    if args.per_class < 1:
+        raise WearspecError(f"inspect --per-class: expected an integer ≥ 1 example, got {args.per_class}")
+    if args.png and not args.no_png:
+        _check_output(Path(args.png).parent, "--png")
+        if Path(args.png).is_dir():
+            raise WearspecError(f"inspect --png {args.png}: is a folder; expected a .png file name")
     store = WindowStore(args.store)
     summary = store.summary()
     if args.json:
@@ -412,6 +418,10 @@ def main(argv: list[str] | None = None) -> int:
         if err is None and not (e.filename and e.strerror):
             raise
         print(f"wearspec: error: {err or f'{e.filename}: {e.strerror}'}", file=sys.stderr)
+        return 2
+    except MemoryError as e:
+        print(f"wearspec: error: out of memory ({e}); check the sizes in the settings (rates, lengths, batch "
+              "sizes)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("wearspec: interrupted", file=sys.stderr)

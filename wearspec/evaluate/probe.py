@@ -94,6 +94,8 @@ class ProbeConfig:
                 f"knn_k / knn_temperature: expected ≥ 1 and > 0, got {self.knn_k}, {self.knn_temperature}")
         if self.batch_size < 1:
             raise WearspecError(f"batch_size: expected ≥ 1, got {self.batch_size}")
+        if not 0 <= self.seed < 2**32:
+            raise WearspecError(f"seed: expected an integer in [0, 4294967295], got {self.seed}")
         self.split.validate()
         self.linear.validate()
         self.classical.validate()
