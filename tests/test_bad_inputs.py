@@ -89,6 +89,8 @@ RECIPE_CASES = [
     ("pretrain", ["frontend.window=box"], ["frontend.window", "hann"]),
     ("pretrain", ["frontend.n_mels=-1"], ["frontend.n_mels", "≥ 0"]),
     ("pretrain", ["optim.warmup_epochs=-1"], ["optim.warmup_epochs", "≥ 0"]),
+    ("pretrain", ["output="], ["output", "empty path"]),
+    ("finetune", ["output= "], ["output", "empty path"]),
     ("finetune", ["teacher.lr=-1"], ["teacher.lr", "≥ 0"]),
     ("finetune", ["student.patience=-1"], ["student.patience", "≥ 0"]),
     ("finetune", ["teacher.epochs=0"], ["teacher.epochs", "≥ 1"]),
@@ -306,3 +308,24 @@ def test_engine_inputs_are_checked_before_tensorrt(tmp_path, capsys, bundle, fla
     sources["missing"] = tmp_path / "missing.npy"
     flags = [f.format(**sources) for f in flags]
     expect_error(capsys, ["engine", flags[0], bundle, *flags[1:]], *words)
+
+
+@pytest.mark.parametrize("error,words", [
+    (OSError(errno.ENOSPC, "No space left on device"), ["out/x.bin", "cannot write", "disk is full"]),
+    (OSError(errno.EROFS, "Read-only file system", "/ro/x.bin"), ["/ro/x.bin", "read-only"]),
+    (PermissionError(errno.EACCES, "Permission denied", "/p/x"), ["/p/x", "permission denied"]),
+    (RuntimeError("PytorchStreamWriter failed writing file data/0: file write failed"), ["out/x.bin", "disk is full"]),
+])
+def test_write_error_names_the_file(error, words):
+    from wearspec.errors import write_error
+
+    msg = str(write_error(error, "out/x.bin"))
+    for w in words:
+        assert w in msg
+
+
+def test_write_error_leaves_other_errors_alone():
+    from wearspec.errors import write_error
+
+    assert write_error(OSError(errno.EIO, "I/O error")) is None
+    assert write_error(RuntimeError("shapes do not match")) is None

@@ -123,6 +123,8 @@ def _run_recipe(args: argparse.Namespace, module: str, config: str, runner: str,
     if args.print_config:
         print(to_yaml(cfg), end="")
         return 0
+    if config in ("PretrainConfig", "FinetuneConfig", "DemoConfig") and not str(cfg.output).strip():
+        raise WearspecError("output: expected a folder to write the run into (output=PATH), got an empty path")
     with _writing(getattr(cfg, "output", None)):
         summary = getattr(mod, runner)(cfg)
     if keys is not None and _is_rank0():

@@ -24,14 +24,14 @@ def where(path: str | os.PathLike | None, position: str | None = None) -> str:
     return f"{os.fspath(path)}, {position}" if position else os.fspath(path)
 
 
-# errno values of an output that cannot be written, and what to tell the user
+# errno values of a file that cannot be written (or reached), and what to tell the user
 _WRITE_ERRORS = {
-    errno.ENOSPC: "the disk is full (no space left on the device)",
-    errno.EDQUOT: "the disk quota is exceeded",
-    errno.EFBIG: "the file is too large for the file system",
-    errno.EROFS: "the file system is read-only",
-    errno.EACCES: "permission denied (not writable)",
-    errno.EPERM: "operation not permitted (not writable)",
+    errno.ENOSPC: "cannot write: the disk is full (no space left on the device)",
+    errno.EDQUOT: "cannot write: the disk quota is exceeded",
+    errno.EFBIG: "cannot write: the file is too large for the file system",
+    errno.EROFS: "cannot write: the file system is read-only",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
     errno.ENOTDIR: "a part of the path is a file, not a folder",
     errno.EEXIST: "a file is in the way of a folder",
     errno.EISDIR: "is a folder, expected a file",
@@ -46,7 +46,7 @@ def write_error(e: BaseException, path: str | os.PathLike | None = None) -> Wear
     if isinstance(e, OSError) and e.errno in _WRITE_ERRORS:
         reason, name = _WRITE_ERRORS[e.errno], e.filename or path
     elif isinstance(e, RuntimeError) and ("file write failed" in str(e) or "No space left" in str(e)):
-        reason, name = "the disk is full or not writable (the write failed)", path
+        reason, name = "cannot write: the disk is full or not writable (the write failed)", path
     else:
         return None
-    return WearspecError(f"{where(name, None) if name is not None else 'output'}: cannot write: {reason}")
+    return WearspecError(f"{where(name, None) if name is not None else 'output'}: {reason}")

@@ -18,11 +18,15 @@ Missing samples (NaN/Inf) follow ``nan_policy``:
 * ``skip``: a window whose fraction of samples with any missing channel exceeds ``max_nan_fraction`` yields
   no prediction (counted as skipped, not fed to the smoothing); others are filled as ``interpolate``.
 
+Under every policy a window with no valid value at all yields no prediction (skipped; :func:`run_stream` names
+those samples in a warning, and refuses an input that gives no prediction at all).
+
 Every :class:`Prediction` reports the window's missing fraction. Timestamps are optional: ``push(chunk, t0)``
 gives the time (s) of the chunk's first sample; later samples are ``1/rate`` apart. Without ``t0`` time
 continues from the previous chunk (from 0 at the start). When ``max_gap_s`` is set and a chunk's ``t0`` differs
 from the expected time by more than ``max_gap_s`` (a gap, or a jump backwards), the buffer, the smoothing and
-the held values are reset: the next prediction comes once a full window has arrived after the gap. A partial
+the held values are reset: the next prediction comes once a full window has arrived after the gap. Without
+``max_gap_s`` a chunk that starts before the previous one ended (time going backwards) is an error. A partial
 window at the end of a stream is never classified.
 
 Sources (:mod:`.sources`) yield chunks ``(n, C)`` or ``(chunk, t0)`` pairs: :func:`replay_csv`,
