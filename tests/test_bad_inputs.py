@@ -238,6 +238,8 @@ def _write_sources(folder: Path) -> dict[str, Path]:
     times = list(np.arange(30) / RATE) * 2
     (folder / "back.csv").write_text("time_s,ax,ay,az\n" + "".join(f"{t},1,2,3\n" for t in times))
     np.save(folder / "windows.npy", np.zeros((2, C, T), np.float32))
+    np.save(folder / "two.npy", np.zeros((30, 2), np.float32))
+    np.save(folder / "text.npy", np.array([["a"] * C] * 30))
     return {p.stem: p for p in folder.iterdir()}
 
 
@@ -245,6 +247,9 @@ STREAM_CASES = [
     ("latin", [], ["latin.csv, line 3", "not UTF-8"]),
     ("trunc", [], ["trunc.npy", "truncated"]),
     ("rand", [], ["rand.npy", "not a valid .npy file"]),
+    ("two", [], ["two.npy", "expected 3 channel columns"]),
+    ("text", [], ["text.npy", "expected numbers"]),
+    ("windows", [], ["windows.npy", "(samples, channels)"]),
     ("empty", [], ["empty.csv", "no complete window", "0 samples"]),
     ("header", [], ["header.csv", "no complete window"]),
     ("nan", [], ["nan.csv", "every value", "missing", "samples 1–50"]),
@@ -293,6 +298,7 @@ ENGINE_CASES = [
     (["run", "--input", "{rand}"], ["rand.npy", "not a valid .npy file"]),
     (["run", "--input", "{ok}"], ["ok.npy", "(n, C, T)"]),
     (["run", "--input", "{missing}"], ["missing.npy", "no such file"]),
+    (["run", "--input", "{nanwin}"], ["nanwin.npy", "windows [1]", "NaN"]),
     (["run"], ["--input"]),
     (["bench", "--batch-sizes", "a,b"], ["--batch-sizes", "integers ≥ 1", "'a,b'"]),
     (["bench", "--batch-sizes", "0,4"], ["--batch-sizes"]),
@@ -306,6 +312,8 @@ ENGINE_CASES = [
 def test_engine_inputs_are_checked_before_tensorrt(tmp_path, capsys, bundle, flags, words):
     sources = _write_sources(tmp_path)
     sources["missing"] = tmp_path / "missing.npy"
+    sources["nanwin"] = tmp_path / "nanwin.npy"
+    np.save(sources["nanwin"], np.stack([np.zeros((C, T)), np.full((C, T), np.nan)]).astype(np.float32))
     flags = [f.format(**sources) for f in flags]
     expect_error(capsys, ["engine", flags[0], bundle, *flags[1:]], *words)
 

@@ -207,8 +207,10 @@ def read_stdin(n_channels: int | None = None, chunk: int = 1, stream: TextIO | N
     yield from _parse_rows(_csv_rows(lines, "<stdin>"), "<stdin>", channels, n_channels, time_column, chunk, rate)
 
 
-def replay_npy(path: str | os.PathLike, chunk: int, channels_first: bool = False) -> Iterator[np.ndarray]:
-    """Replay a ``.npy`` recording of shape (n, C) (or (C, n) with ``channels_first``) in chunks."""
+def replay_npy(path: str | os.PathLike, chunk: int, channels_first: bool = False,
+               n_channels: int | None = None) -> Iterator[np.ndarray]:
+    """Replay a ``.npy`` recording of shape (n, C) (or (C, n) with ``channels_first``) in chunks; with
+    ``n_channels``, C must equal it."""
     path = Path(path)
     if chunk < 1:
         raise WearspecError(f"{where(path)}: chunk must be >= 1 sample, got {chunk}")
@@ -219,6 +221,9 @@ def replay_npy(path: str | os.PathLike, chunk: int, channels_first: bool = False
         raise WearspecError(f"{where(path)}: expected a 2-D array (samples, channels), got shape {data.shape}")
     if channels_first:
         data = data.T
+    if n_channels is not None and data.shape[1] != n_channels:
+        raise WearspecError(f"{where(path)}: expected {n_channels} channel columns (samples, channels), got shape "
+                            f"{data.shape}")
     for s in range(0, data.shape[0], chunk):
         yield np.asarray(data[s:s + chunk], dtype=np.float32)
 
@@ -233,7 +238,7 @@ def open_source(source: Any, spec, chunk: int | None, time_column: str | int | N
                               channels=list(spec.channels))
         path = Path(source)
         if path.suffix.lower() == ".npy":
-            return replay_npy(path, chunk or spec.hop)
+            return replay_npy(path, chunk or spec.hop, n_channels=spec.n_channels)
         if path.suffix.lower() in (".csv", ".txt", ".tsv"):
             return replay_csv(path, channels=list(spec.channels), rate=spec.rate, chunk=chunk or spec.hop,
                               time_column=time_column, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
