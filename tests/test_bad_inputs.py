@@ -202,7 +202,12 @@ def test_inspect_flags(tmp_path, capsys, store):
 
 
 # ---------------------------------------------------------------------------- input files of prepare
-def test_prepare_value_beyond_float32(tmp_path, capsys):
+@pytest.mark.parametrize("streamed", [False, True], ids=["whole", "in-parts"])
+def test_prepare_value_beyond_float32(tmp_path, capsys, monkeypatch, streamed):
+    from wearspec.data.readers import chunks
+
+    if streamed:   # a file larger than one chunk is read in parts
+        monkeypatch.setattr(chunks, "CHUNK_BYTES", 5000)
     rows = [f"{i / 50},s1,{1e300 if i == 7 else 0.1},0.2,0.3" for i in range(600)]
     src = tmp_path / "a.csv"
     src.write_text("time,subject,ax,ay,az\n" + "\n".join(rows) + "\n")
