@@ -99,6 +99,7 @@ RECIPE_CASES = [
     ("finetune", ["split.mode=kfold", "split.k=0"], ["split.k", "at least 2"]),
     ("finetune", ["split.seed=-1"], ["split.seed"]),
     ("probe", ["seed=-1"], ["seed"]),
+    ("probe", ["device=banana"], ["device", "expected auto, cpu or cuda"]),
     ("probe", ["knn_k=0"], ["knn_k", "≥ 1"]),
     ("probe", ["linear.lrs=[-1]"], ["linear.lrs", "positive"]),
     ("export", ["parity_windows=0"], ["parity_windows", "≥ 1"]),
@@ -342,3 +343,13 @@ def test_write_error_leaves_other_errors_alone():
 
     assert write_error(OSError(errno.EIO, "I/O error")) is None
     assert write_error(RuntimeError("shapes do not match")) is None
+
+
+def test_feature_device_is_checked():
+    from wearspec.errors import WearspecError
+    from wearspec.evaluate.features import resolve_device
+
+    with pytest.raises(WearspecError, match=r"^device=cuda:99: "):
+        resolve_device("cuda:99")
+    with pytest.raises(WearspecError, match="device: expected auto, cpu or cuda"):
+        resolve_device("banana")

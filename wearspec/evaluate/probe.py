@@ -29,6 +29,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Literal, Union
@@ -96,6 +97,8 @@ class ProbeConfig:
             raise WearspecError(f"batch_size: expected ≥ 1, got {self.batch_size}")
         if not 0 <= self.seed < 2**32:
             raise WearspecError(f"seed: expected an integer in [0, 4294967295], got {self.seed}")
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
+            raise WearspecError(f"device: expected auto, cpu or cuda[:N], got {self.device!r}")
         self.split.validate()
         self.linear.validate()
         self.classical.validate()
