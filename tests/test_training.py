@@ -42,7 +42,7 @@ def test_runtime_settings_are_checked_in_one_line():
         load_config(FinetuneConfig, None, ["store=x", "runtime.ckpt_every=0"]).validate()
     with pytest.raises(WearspecError, match="runtime.knn_every: the online k-NN check is a pretraining setting"):
         load_config(FinetuneConfig, None, ["store=x", "runtime.knn_every=1"]).validate()
-    with pytest.raises(WearspecError, match="progress_s > 0"):
+    with pytest.raises(WearspecError, match=r"runtime.progress_s: expected a number > 0"):
         RuntimeConfig(progress_s=0).validate()
 
 

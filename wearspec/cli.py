@@ -7,13 +7,56 @@ Every subcommand takes ``--config FILE.yaml`` (or a shipped recipe by name: ``we
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import shutil
 import sys
 from dataclasses import fields
 from pathlib import Path
 
 from wearspec import __version__
-from wearspec.errors import WearspecError
+from wearspec.errors import WearspecError, write_error
+
+
+def _check_output(output: Path, key: str) -> None:
+    """An output folder must be a folder (or not exist yet) under folders, not under a regular file."""
+    if output.exists() and not output.is_dir():
+        raise WearspecError(f"{key} {output}: is a file; expected a folder to write into (or a new name)")
+    for parent in output.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise WearspecError(f"{key} {output}: {parent} is a file, not a folder; expected a folder path")
+            break
+
+
+def _holds_results(folder: Path) -> bool:
+    """Whether a folder holds a checkpoint or weights (work to resume from, never removed)."""
+    return any(folder.rglob("*.pt")) or any(folder.rglob("*.safetensors")) or any(folder.rglob("*.onnx"))
+
+
+@contextlib.contextmanager
+def _writing(output: str | os.PathLike | None, key: str = "output"):
+    """Run a command that writes ``output``: check the path first; on bad input or a full (or unwritable) disk,
+    one line naming the path, and the folders this command created are removed again unless they hold a
+    checkpoint (atomic writes leave no half-written file; a run that saved checkpoints can resume)."""
+    if not output:
+        yield
+        return
+    out = Path(output)
+    _check_output(out, key)
+    created = next((p for p in reversed([out, *out.parents]) if not os.path.lexists(p)), None)
+    try:
+        yield
+    except (OSError, RuntimeError, WearspecError) as e:
+        err = e if isinstance(e, WearspecError) else write_error(e, out)
+        if err is None:
+            raise
+        if created is not None and created.is_dir() and _is_rank0() and not _holds_results(created):
+            shutil.rmtree(created, ignore_errors=True)
+        if err is e:
+            raise
+        raise err from None
 
 
 def _prepare(args: argparse.Namespace) -> int:
@@ -31,7 +74,8 @@ def _prepare(args: argparse.Namespace) -> int:
     if args.print_config:
         print(to_yaml(cfg), end="")
         return 0
-    store, reused = prepare(args.reader, args.input, args.output, cfg)
+    with _writing(args.output, "-o/--output"):
+        store, reused = prepare(args.reader, args.input, args.output, cfg)
     if reused:
         print(f"{args.output}: store is up to date (same inputs and settings); nothing to do")
     else:
@@ -43,6 +87,12 @@ def _inspect(args: argparse.Namespace) -> int:
     from wearspec.data.inspect import format_summary, spectrogram_grid
     from wearspec.data.store import WindowStore
 
+    if args.per_class < 1:
+        raise WearspecError(f"inspect --per-class: expected an integer ≥ 1 example, got {args.per_class}")
+    if args.png and not args.no_png:
+        _check_output(Path(args.png).parent, "--png")
+        if Path(args.png).is_dir():
+            raise WearspecError(f"inspect --png {args.png}: is a folder; expected a .png file name")
     store = WindowStore(args.store)
     summary = store.summary()
     if args.json:
@@ -73,7 +123,10 @@ def _run_recipe(args: argparse.Namespace, module: str, config: str, runner: str,
     if args.print_config:
         print(to_yaml(cfg), end="")
         return 0
-    summary = getattr(mod, runner)(cfg)
+    if config in ("PretrainConfig", "FinetuneConfig", "DemoConfig") and not str(cfg.output).strip():
+        raise WearspecError("output: expected a folder to write the run into (output=PATH), got an empty path")
+    with _writing(getattr(cfg, "output", None)):
+        summary = getattr(mod, runner)(cfg)
     if keys is not None and _is_rank0():
         print(json.dumps({k: summary.get(k) for k in keys} if keys else summary, default=str))
     return 0
@@ -104,9 +157,49 @@ def _demo(args: argparse.Namespace) -> int:  # run_demo reports each step itself
 # they run on a Jetson without torch.
 
 
+def _engine_inputs(args: argparse.Namespace):
+    """The flags of ``engine``, checked before TensorRT (or a bundle) is touched: run's windows, bench's batch
+    sizes and the counts."""
+    from wearspec.deploy.runtime.trt_checks import check_profile
+
+    if args.action == "build":
+        check_profile(args.min_batch, args.opt_batch, args.max_batch)
+        if args.workspace_mb < 1:
+            raise WearspecError(f"engine build --workspace-mb: expected ≥ 1 MB, got {args.workspace_mb}")
+        return None
+    if args.action == "run":
+        import numpy as np
+
+        from wearspec.utils.io import load_npy
+
+        if not args.input:
+            raise WearspecError("engine run: --input WINDOWS.npy (n, C, T) is required")
+        x = load_npy(args.input, "windows (n, C, T)")
+        if x.dtype.kind not in "biuf" or x.ndim != 3 or x.shape[0] == 0:
+            raise WearspecError(f"{args.input}: expected windows (n, C, T) of numbers with n ≥ 1, got shape "
+                                f"{x.shape} of {x.dtype}")
+        if not np.isfinite(x).all():
+            rows = np.flatnonzero(~np.isfinite(x).all(axis=(1, 2)))
+            raise WearspecError(f"{args.input}: windows {rows[:5].tolist()}{' …' if rows.size > 5 else ''} hold "
+                                "NaN or Inf; expected finite values")
+        return x.astype(np.float32)
+    try:
+        sizes = [int(b) for b in args.batch_sizes.split(",")]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise WearspecError(f"engine bench --batch-sizes: expected comma-separated integers ≥ 1 (e.g. 1,8,32), got "
+                            f"{args.batch_sizes!r}")
+    if args.warmup < 0 or args.iterations < 1:
+        raise WearspecError(f"engine bench: expected --warmup ≥ 0 and --iterations ≥ 1, got {args.warmup}, "
+                            f"{args.iterations}")
+    return sizes
+
+
 def _engine(args: argparse.Namespace) -> int:
     from wearspec.deploy.runtime.backends import load_backend
 
+    checked = _engine_inputs(args)
     if args.action == "build":
         from wearspec.deploy.runtime.trt import build_engine_from_bundle
 
@@ -118,12 +211,7 @@ def _engine(args: argparse.Namespace) -> int:
         return 0
     backend = load_backend(args.bundle, args.backend, engine=args.engine, precision=args.precision)
     if args.action == "run":
-        import numpy as np
-
-        if not args.input:
-            raise WearspecError("engine run: --input WINDOWS.npy (n, C, T) is required")
-        x = np.load(args.input, allow_pickle=False).astype(np.float32)
-        probs = backend.infer(x)
+        probs = backend.infer(checked)
         labels = backend.labels
         print("index,label,probability")
         for i, p in enumerate(probs):
@@ -132,8 +220,7 @@ def _engine(args: argparse.Namespace) -> int:
         return 0
     from wearspec.deploy.runtime.bench import benchmark, format_table
 
-    sizes = [int(b) for b in args.batch_sizes.split(",")]
-    rows = benchmark(backend, batch_sizes=sizes, warmup=args.warmup, iterations=args.iterations)
+    rows = benchmark(backend, batch_sizes=checked, warmup=args.warmup, iterations=args.iterations)
     print(format_table(rows))
     return 0
 
@@ -327,6 +414,16 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except WearspecError as e:
         print(f"wearspec: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a file the command reads or writes (the commands name their own where they can)
+        err = write_error(e)
+        if err is None and not (e.filename and e.strerror):
+            raise
+        print(f"wearspec: error: {err or f'{e.filename}: {e.strerror}'}", file=sys.stderr)
+        return 2
+    except MemoryError as e:
+        print(f"wearspec: error: out of memory ({e}); check the sizes in the settings (rates, lengths, batch "
+              "sizes)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("wearspec: interrupted", file=sys.stderr)

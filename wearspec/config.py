@@ -12,6 +12,7 @@ Override values are parsed as YAML scalars: ``window.rate=50``, ``window.nan_pol
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import types
@@ -29,6 +30,10 @@ T = TypeVar("T")
 def _type_name(tp: Any) -> str:
     if tp is bool:
         return "true or false"
+    if tp is type(None):
+        return "null"
+    if tp in (int, float):
+        return "an integer" if tp is int else "a number"
     if typing.get_origin(tp) is typing.Literal:
         return " or ".join(map(str, typing.get_args(tp)))
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
@@ -76,17 +81,20 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return value
         raise WearspecError(f"{key}: expected true or false, got {value!r}")
     if tp is int:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or float(value) != int(value):
+        if (isinstance(value, bool) or not isinstance(value, (int, float))
+                or not math.isfinite(value) or float(value) != int(value)):
             raise WearspecError(f"{key}: expected an integer, got {value!r}")
         return int(value)
     if tp is float:
         if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
             try:
-                return float(value)
+                value = float(value)
             except ValueError:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise WearspecError(f"{key}: expected a number, got {value!r}")
+        if not math.isfinite(value):  # every setting is a finite quantity; nan and inf would pass range checks
+            raise WearspecError(f"{key}: expected a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if isinstance(value, (dict, list)) or value is None:
@@ -95,6 +103,35 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if isinstance(tp, type) and isinstance(value, tp):
         return value
     raise WearspecError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+
+
+def check_range(key: str, value: Any, low: float | None = None, high: float | None = None, *,
+                low_open: bool = False, high_open: bool = False, none_ok: bool = False, note: str = "") -> None:
+    """Refuse a numeric setting outside ``[low, high]`` (``(`` / ``)`` with ``low_open`` / ``high_open``; a bound
+    of None is unbounded) or not finite, naming ``key``: ``'optim.lr: expected a number > 0, got -1.0'``. ``None``
+    passes when ``none_ok``; ``note`` adds what a special value means, e.g. ``'0 = off'``."""
+    if value is None and none_ok:
+        return
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high
+    if ok:
+        return
+    def num(b: float) -> str:
+        return str(int(b)) if float(b).is_integer() else f"{b:g}"
+
+    if low is not None and high is not None:
+        want = f"a number in {'(' if low_open else '['}{num(low)}, {num(high)}{')' if high_open else ']'}"
+    elif low is not None:
+        want = f"a number {'>' if low_open else '≥'} {num(low)}"
+    elif high is not None:
+        want = f"a number {'<' if high_open else '≤'} {num(high)}"
+    else:
+        want = "a finite number"
+    extra = f" ({note})" if note else ""
+    raise WearspecError(f"{key}: expected {want}{' or null' if none_ok else ''}{extra}, got {value!r}")
 
 
 def from_dict(cls: type[T], data: dict, prefix: str = "") -> T:

@@ -383,11 +383,13 @@ class FrontendConfig:
     fit_windows: int = 2048  # windows used to fit the per-channel normalisation statistics
 
     def validate(self) -> None:
-        _check(self.n_fft >= 0 and self.hop_length >= 0, "frontend.n_fft/hop_length", "≥ 0 (0 = auto)",
+        _check(self.n_fft >= 0 and self.hop_length >= 0, "n_fft/hop_length", "≥ 0 (0 = auto)",
                (self.n_fft, self.hop_length))
-        _check(self.power in (1.0, 2.0), "frontend.power", "1 (magnitude) or 2 (power)", self.power)
-        _check(self.log in ("none", "log1p", "log"), "frontend.log", "none, log1p or log", self.log)
-        _check(self.fit_windows >= 1, "frontend.fit_windows", "≥ 1", self.fit_windows)
+        _check(self.n_mels >= 0, "n_mels", "≥ 0 (0 = linear frequency bins)", self.n_mels)
+        _check(self.window in WINDOWS, "window", " or ".join(WINDOWS), self.window)
+        _check(self.power in (1.0, 2.0), "power", "1 (magnitude) or 2 (power)", self.power)
+        _check(self.log in ("none", "log1p", "log"), "log", "none, log1p or log", self.log)
+        _check(self.fit_windows >= 1, "fit_windows", "≥ 1", self.fit_windows)
 
 
 def build_frontend(cfg: FrontendConfig, rate: float, window: int, channels: Sequence[str]) -> "SpectrogramFrontend":
@@ -396,6 +398,8 @@ def build_frontend(cfg: FrontendConfig, rate: float, window: int, channels: Sequ
     n_fft, hop = auto_stft(window)
     n_fft = cfg.n_fft or n_fft
     hop = cfg.hop_length or (n_fft // 4 if cfg.n_fft else hop)
+    _check(n_fft <= window, "n_fft", f"at most the window's {window} samples (0 = auto)", n_fft)
+    _check(hop <= window, "hop_length", f"at most the window's {window} samples (0 = auto)", hop)
     return SpectrogramFrontend(
         n_fft=n_fft, hop_length=hop, window=cfg.window, power=cfg.power, log=cfg.log, n_mels=cfg.n_mels,
         sample_rate=rate if cfg.n_mels else None, normalize=cfg.normalize, n_channels=len(channels),

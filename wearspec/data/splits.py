@@ -169,6 +169,10 @@ class SplitConfig:
             v = getattr(self, name)
             if not 0.0 <= v < 1.0:
                 raise WearspecError(f"split.{name}: expected a fraction in [0, 1), got {v}")
+        if self.k < 2:
+            raise WearspecError(f"split.k: expected at least 2 folds, got {self.k}")
+        if not 0 <= self.seed < 2**32:
+            raise WearspecError(f"split.seed: expected an integer in [0, 4294967295], got {self.seed}")
         if self.mode != "holdout" and (self.test_subjects or self.val_subjects):
             raise WearspecError(
                 f"split.test_subjects/val_subjects: only used with split.mode=holdout (mode is {self.mode})")

@@ -176,6 +176,9 @@ def activity_names(cfg: SyntheticConfig) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 
 
+MAX_SAMPLES = 1e8  # per subject: 3 GB of float64 for 4 channels, far beyond an example data set
+
+
 def validate_config(cfg: SyntheticConfig) -> None:
     """Raise :class:`WearspecError` naming the ``synthetic.*`` key for an impossible setting."""
 
@@ -197,6 +200,11 @@ def validate_config(cfg: SyntheticConfig) -> None:
         raise bad("rate", f"≥ {MIN_RATE:g} Hz (the simulated motion has content up to ~5 Hz)", r)
     if m * 60.0 * r < 1:
         raise bad("minutes_per_subject", f"at least one sample at {r:g} Hz", m)
+    if m * 60.0 * r > MAX_SAMPLES:
+        raise bad("minutes_per_subject", f"at most {MAX_SAMPLES:.0e} samples a subject (at {r:g} Hz: "
+                  f"{MAX_SAMPLES / 60 / r:.4g} minutes; check synthetic.rate)", m)
+    if cfg.subjects + u > 10_000:
+        raise bad("subjects", "at most 10000 subjects (with unlabelled_subjects)", cfg.subjects + u)
     if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or cfg.seed < 0:
         raise bad("seed", "an integer ≥ 0", cfg.seed)
     if cfg.channels not in CHANNEL_SETS:

@@ -33,6 +33,7 @@ from wearspec.errors import WearspecError, where
 NAN_POLICIES = ("error", "drop", "interpolate", "zero")
 LABEL_POLICIES = ("majority", "center", "pure")
 SHORT_POLICIES = ("error", "skip", "pad")
+MAX_WINDOW = 2**22  # samples per window (4 M: 87 s of 48 kHz audio); longer is a wrong rate or length
 
 
 @dataclass
@@ -99,6 +100,9 @@ class WindowSpec:
                 f"window.length_s: {self.length_s} s at {self.rate} Hz is {self.window} samples; "
                 "expected at least 2"
             )
+        if self.window > MAX_WINDOW:
+            raise WearspecError(f"window.length_s: {self.length_s} s at {self.rate:g} Hz is {self.window} samples; "
+                                f"expected at most {MAX_WINDOW} (check window.rate and window.length_s)")
         if self.hop < 1:
             raise WearspecError(f"window.hop_s: {self.hop_s} s is less than one sample at {self.rate} Hz")
         for name, value, allowed in (
@@ -129,6 +133,9 @@ def resample(x: np.ndarray, orig_rate: float, new_rate: float) -> np.ndarray:
     import torchaudio.functional as AF
 
     a, b = _int_rates(orig_rate, new_rate)
+    if a < 1 or b < 1 or abs(a / b - orig_rate / new_rate) > 0.01 * orig_rate / new_rate:
+        raise WearspecError(f"window.rate: cannot resample {orig_rate:g} Hz to {new_rate:g} Hz (the ratio is "
+                            f"beyond 1000:1); choose a rate nearer the data's own")
     t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     out = AF.resample(t, a, b)
     expected = int(math.floor(x.shape[-1] * new_rate / orig_rate + 1e-9))

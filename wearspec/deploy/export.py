@@ -98,6 +98,8 @@ class ExportConfig:
             raise WearspecError(f"export.accuracy_windows: expected ≥ 0 (0 = all), got {self.accuracy_windows}")
         if not (self.parity_atol > 0 and self.parity_rtol > 0):
             raise WearspecError(f"export.parity_atol/rtol: expected > 0, got {self.parity_atol}, {self.parity_rtol}")
+        if not 0 <= self.seed < 2**32:
+            raise WearspecError(f"seed: expected an integer in [0, 4294967295], got {self.seed}")
         self.split.validate()
 
 

@@ -43,10 +43,16 @@ def _owner_module(fn: Any) -> nn.Module | None:
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
-    """``"auto"`` → cuda when available, else cpu."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    """``"auto"`` → cuda when available, else cpu; a name that is no device, or a GPU that is not there, is a
+    :class:`WearspecError` about the ``device`` setting."""
+    if isinstance(device, torch.device):
+        return device
+    from wearspec.utils.distributed import resolve_device as checked
+
+    try:
+        return checked(str(device))
+    except WearspecError as e:
+        raise WearspecError(str(e).replace("runtime.device", "device", 1)) from None
 
 
 def extract_features(

@@ -29,6 +29,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Literal, Union
@@ -36,7 +37,7 @@ from typing import Callable, Literal, Union
 import numpy as np
 import torch
 
-from wearspec.config import to_dict
+from wearspec.config import check_range, to_dict
 from wearspec.data.splits import Split, SplitConfig, make_splits
 from wearspec.data.store import WindowStore
 from wearspec.errors import WearspecError
@@ -97,8 +98,11 @@ class ProbeConfig:
                 f"knn_k / knn_temperature: expected ≥ 1 and > 0, got {self.knn_k}, {self.knn_temperature}")
         if self.batch_size < 1:
             raise WearspecError(f"batch_size: expected ≥ 1, got {self.batch_size}")
-        if not 0.0 <= self.few_labels < 1.0:
-            raise WearspecError(f"few_labels: expected a fraction in [0, 1) (0 = off), got {self.few_labels}")
+        if not 0 <= self.seed < 2**32:
+            raise WearspecError(f"seed: expected an integer in [0, 4294967295], got {self.seed}")
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
+            raise WearspecError(f"device: expected auto, cpu or cuda[:N], got {self.device!r}")
+        check_range("few_labels", self.few_labels, 0, 1, high_open=True, note="0 = off")
         self.split.validate()
         self.linear.validate()
         self.classical.validate()

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 import yaml
 from torch import Tensor, nn
 
-from wearspec.config import saved_config_difference, to_dict
+from wearspec.config import check_range, saved_config_difference, to_dict
 from wearspec.data.augment import AugmentConfig, CutMix, build_sensor_augment, build_spec_augment
 from wearspec.data.splits import Split
 from wearspec.data.store import WindowStore
@@ -74,12 +74,12 @@ class LoopConfig:
     class_weights: str = "none"  # balanced (inverse class frequency, mean 1) | none
 
     def validate(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1:
-            raise WearspecError(f"epochs and batch_size: expected ≥ 1, got {self.epochs}, {self.batch_size}")
-        if self.lr < 0 or self.min_lr < 0 or self.weight_decay < 0 or self.clip_grad < 0:
-            raise WearspecError("lr, min_lr, weight_decay and clip_grad: expected ≥ 0")
-        if self.warmup_epochs < 0 or self.patience < 0:
-            raise WearspecError(f"warmup_epochs and patience: expected ≥ 0, got {self.warmup_epochs}, {self.patience}")
+        check_range("epochs", self.epochs, 1)
+        check_range("batch_size", self.batch_size, 1)
+        for key in ("lr", "min_lr", "weight_decay", "warmup_epochs"):
+            check_range(key, getattr(self, key), 0)
+        check_range("clip_grad", self.clip_grad, 0, note="0 = off")
+        check_range("patience", self.patience, 0, note="0 = never stop early")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise WearspecError(f"label_smoothing: expected a number in [0, 1), got {self.label_smoothing}")
         if self.class_weights not in WEIGHT_MODES:

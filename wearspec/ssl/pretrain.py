@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from wearspec.config import from_dict, saved_config_difference, to_dict, to_yaml
+from wearspec.config import check_range, from_dict, saved_config_difference, to_dict, to_yaml
 from wearspec.data.augment import AugmentConfig, build_sensor_augment, build_spec_augment
 from wearspec.data.frontend import FrontendConfig, build_frontend
 from wearspec.data.neighbours import TemporalNeighbours
@@ -112,8 +112,22 @@ class PretrainConfig:
         self.runtime.validate()
         if (self.optim.epochs is not None and self.optim.epochs < 1) or self.optim.batch_size < 1:
             raise WearspecError("optim.epochs and optim.batch_size: expected ≥ 1 (epochs null: derived)")
-        if self.optim.steps_per_epoch < 0:
-            raise WearspecError(f"optim.steps_per_epoch: expected ≥ 0 (0 = a full pass), got {self.optim.steps_per_epoch}")
+        o, h, lo = self.optim, self.head, self.loss
+        for key, value in (("lr", o.lr), ("min_lr", o.min_lr), ("weight_decay", o.weight_decay),
+                           ("weight_decay_end", o.weight_decay_end), ("warmup_epochs", o.warmup_epochs),
+                           ("clip_grad", o.clip_grad)):
+            check_range(f"optim.{key}", value, 0, note="clip_grad 0 = off" if key == "clip_grad" else "")
+        check_range("optim.momentum_teacher", o.momentum_teacher, 0, 1)
+        for key in ("hidden_dim", "bottleneck_dim", "nlayers"):
+            check_range(f"head.{key}", getattr(h, key), 1)
+        check_range("head.freeze_last_layer_epochs", h.freeze_last_layer_epochs, 0)
+        for key in ("student_temp", "teacher_temp", "warmup_teacher_temp"):
+            check_range(f"loss.{key}", getattr(lo, key), 0, low_open=True)
+        check_range("loss.warmup_teacher_temp_epochs", lo.warmup_teacher_temp_epochs, 0)
+        check_range("loss.center_momentum", lo.center_momentum, 0, 1)
+        for key in ("view_weight", "region_weight"):
+            check_range(f"loss.{key}", getattr(lo, key), 0)
+        check_range("optim.steps_per_epoch", o.steps_per_epoch, 0, note="0 = a full pass")
         if self.head.out_dim is not None and self.head.out_dim < 2:
             raise WearspecError(f"head.out_dim: expected ≥ 2 prototypes (null: derived), got {self.head.out_dim}")
         if self.loss.centering not in CENTERINGS:

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from wearspec.config import check_range
 from wearspec.errors import WearspecError
 from wearspec.models.backbones import set_fused_attn
 
@@ -51,16 +52,16 @@ class RuntimeConfig:
     def validate(self) -> None:
         if self.amp not in AMP_MODES:
             raise WearspecError(f"runtime.amp: expected auto, none, bf16 or fp16, got {self.amp!r}")
-        if self.ckpt_every < 1 or self.log_every < 1 or self.max_steps < 0 or self.num_workers < 0:
-            raise WearspecError("runtime.ckpt_every and log_every: expected ≥ 1; max_steps, num_workers ≥ 0")
+        for key, low, note in (("ckpt_every", 1, ""), ("log_every", 1, ""), ("max_steps", 0, "0 = run to the end"),
+                               ("num_workers", 0, "0 = load in the main process"),
+                               ("keep_last", 0, ""), ("knn_every", 0, "0 = off")):
+            check_range(f"runtime.{key}", getattr(self, key), low, note=note)
+        check_range("runtime.seed", self.seed, 0, 2**32 - 1)
+        check_range("runtime.progress_s", self.progress_s, 0, low_open=True)
         if self.on_collapse not in ("stop", "warn"):
             raise WearspecError(f"runtime.on_collapse: expected stop or warn, got {self.on_collapse!r}")
-        if not (0 <= self.budget_min < float("inf")) or self.budget_steps < 0:
-            raise WearspecError(f"runtime.budget_min: expected minutes ≥ 0 (0 = no budget) and budget_steps ≥ 0, got "
-                                f"{self.budget_min}, {self.budget_steps}")
-        if self.keep_last < 0 or self.knn_every < 0 or not self.progress_s > 0:
-            raise WearspecError(f"runtime.keep_last, knn_every: expected ≥ 0 and progress_s > 0, got "
-                                f"{self.keep_last}, {self.knn_every}, {self.progress_s}")
+        check_range("runtime.budget_min", self.budget_min, 0, note="0 = no budget")
+        check_range("runtime.budget_steps", self.budget_steps, 0, note="0 = from the epochs")
 
 
 def cpu_has_native_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:

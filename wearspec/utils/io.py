@@ -20,6 +20,10 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from wearspec.errors import WearspecError
+
+NPY_MAGIC = b"\x93NUMPY"
+
 
 def _read_umask() -> int:
     mask = os.umask(0o022)  # os.umask only reads by setting; done once, at import
@@ -130,3 +134,27 @@ def jsonable(obj: Any) -> Any:
 
 def _json_keep(v: Any) -> bool:
     return v is None or isinstance(v, (dict, list, tuple, str, int, float, bool, np.integer, np.floating, np.bool_))
+
+
+def load_npy(path: str | os.PathLike, expected: str, mmap: bool = False) -> np.ndarray:
+    """Read a ``.npy`` array without unpickling anything (memory-mapped when ``mmap``). A missing file, a
+    folder, a file that is not a ``.npy`` (no NumPy header), a truncated one or one of Python objects is a
+    :class:`WearspecError` naming the file and ``expected`` (e.g. ``'windows (n, C, T)'``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise WearspecError(f"{path}: {'is a folder' if path.is_dir() else 'no such file'}; expected a .npy "
+                            f"file of {expected}")
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(len(NPY_MAGIC))
+        if magic != NPY_MAGIC:
+            raise WearspecError(f"{path}: not a valid .npy file (no NumPy header); expected {expected}")
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except ValueError as e:
+        if "allow_pickle" in str(e) or "Object arrays" in str(e) or "Python objects" in str(e):
+            raise WearspecError(
+                f"{path}: holds Python objects (dtype=object), which wearspec does not unpickle; save {expected} "
+                f"with a numeric or string dtype (e.g. np.asarray(y, dtype=str))") from None
+        raise WearspecError(f"{path}: unreadable or truncated .npy file, expected {expected} ({e})") from None
+    except (OSError, EOFError) as e:
+        raise WearspecError(f"{path}: unreadable or truncated .npy file, expected {expected} ({e})") from None

@@ -33,6 +33,13 @@ class GenericConfig:
     rate: float | None = None  # native rate in Hz; None: from timestamps
     max_gap_s: float = 1.0
 
+    def validate(self) -> None:
+        if self.rate is not None and not self.rate > 0:
+            raise WearspecError(f"generic.rate: expected a positive rate in Hz or null (from timestamps), "
+                                f"got {self.rate}")
+        if not self.max_gap_s > 0:
+            raise WearspecError(f"generic.max_gap_s: expected a positive number of seconds, got {self.max_gap_s}")
+
 
 @dataclass
 class Pamap2Config:

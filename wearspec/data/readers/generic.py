@@ -48,7 +48,7 @@ import numpy as np
 
 from wearspec.data.readers import Source
 from wearspec.data.readers import chunks, table_stream
-from wearspec.data.readers.table_stream import column_values, stream_items
+from wearspec.data.readers.table_stream import column_values, float32_values, stream_items
 from wearspec.data.readers.tables import (
     Table,
     check_file,
@@ -62,6 +62,7 @@ from wearspec.data.readers.tables import (
 )
 from wearspec.data.windowing import Recording, WindowBatch, uniform_from_timestamps
 from wearspec.errors import WearspecError, where
+from wearspec.utils.io import load_npy
 
 CHUNK = 2048  # windows per WindowBatch for numpy inputs
 
@@ -85,17 +86,7 @@ def open_source(path: Path, cfg) -> Source:
 
 def _load_npy(path: Path, expected: str) -> np.ndarray:
     check_file(path, expected)
-    try:
-        return np.load(path, mmap_mode="r", allow_pickle=False)
-    except ValueError as e:
-        if "allow_pickle" in str(e) or "Object arrays" in str(e) or "Python objects" in str(e):
-            raise WearspecError(
-                f"{path}: holds Python objects (dtype=object), which wearspec does not unpickle; "
-                f"save {expected} with a numeric or string dtype (e.g. np.asarray(y, dtype=str))"
-            ) from None
-        raise WearspecError(f"{path}: unreadable or truncated .npy file, expected {expected} ({e})") from None
-    except (OSError, EOFError) as e:
-        raise WearspecError(f"{path}: unreadable or truncated .npy file, expected {expected} ({e})") from None
+    return load_npy(path, expected, mmap=True)
 
 
 def _as_strings(a: np.ndarray, path: Path, what: str) -> np.ndarray:
@@ -374,7 +365,7 @@ def _table_items(plan, channels: list[str], names: list[str], cfg):
     if table.n_rows == 0:
         raise WearspecError(f"{f}: no data rows after the header (expected one row per sample)")
     table.require(channels, "(channels)")
-    data = np.stack([table.floats(c).astype(np.float32) for c in channels])  # (C, N)
+    data = np.stack([float32_values(table.floats(c), lambda i, c=c: table.where(i, c)) for c in channels])  # (C, N)
     times = parse_times(table, g.time_column, g.time_unit) if has_time else None
     stem = table_stem(f)
     subjects = np.char.strip(table.strings(g.subject_column)) if has_subject else None

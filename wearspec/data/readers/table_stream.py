@@ -323,6 +323,19 @@ def _prefetch(items: Iterator, pool: ThreadPoolExecutor) -> Iterator:
         yield item
 
 
+def float32_values(values: np.ndarray, where_row) -> np.ndarray:
+    """float64 column values → float32; a number beyond float32's range (±3.4e38, e.g. 1e300) is an error naming
+    its row (``where_row(i)``), not a silent infinity read as a missing sample."""
+    with np.errstate(over="ignore"):
+        out = values.astype(np.float32)
+    over = np.isfinite(values) & ~np.isfinite(out)
+    if over.any():
+        rows = np.flatnonzero(over)
+        raise WearspecError(f"{where_row(int(rows[0]))}: {values[rows[0]]:g} is beyond the float32 range (±3.4e38)"
+                            f"{f' ({rows.size} such values)' if rows.size > 1 else ''}; expected a sensor value")
+    return out
+
+
 def _file_pieces(f: Path, parts, channels: list[str], names: list[str], cfg, stem: str) -> Iterator[_Piece]:
     """The pieces of one file. Parsing is numpy work that releases the GIL, so the next part is split
     and this part's numeric columns are converted in worker threads (the read keeps pace with a
@@ -334,7 +347,8 @@ def _file_pieces(f: Path, parts, channels: list[str], names: list[str], cfg, ste
         for part in _prefetch(parts, pool):
             if g.time_column in part.columns and g.time_unit != "datetime":  # kept by the part; errors: later
                 pool.submit(part.floats, g.time_column)
-            data = np.stack([x.astype(np.float32) for x in pool.map(part.floats, channels)])  # (C, n)
+            data = np.stack([float32_values(x, lambda i, c=c: part.where(i, c))
+                             for c, x in zip(channels, pool.map(part.floats, channels))])  # (C, n)
             yield from _part_pieces(part, rows, data, names, g, hint, stem)
 
 

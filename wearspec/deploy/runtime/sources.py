@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence, TextIO
@@ -19,6 +20,7 @@ from typing import Any, Iterable, Iterator, Sequence, TextIO
 import numpy as np
 
 from wearspec.errors import WearspecError, where
+from wearspec.utils.io import load_npy
 
 TIME_COLUMNS = ("time_s", "time", "timestamp", "t")
 
@@ -150,8 +152,47 @@ def replay_csv(path: str | os.PathLike, channels: Sequence[str | int] | None = N
     if not path.is_file():
         raise WearspecError(f"{where(path)}: no such file")
     with open(path, newline="", encoding="utf-8") as fh:
-        rows = ((i, row) for i, row in enumerate(csv.reader(fh, delimiter=delimiter), 1))
-        yield from _parse_rows(rows, str(path), channels, None, time_column, chunk, rate)
+        yield from _parse_rows(_csv_rows(fh, str(path), delimiter), str(path), channels, None, time_column, chunk,
+                               rate)
+
+
+def _csv_rows(lines: Iterable[str], name: str, delimiter: str = ",") -> Iterator[tuple[int, list[str]]]:
+    """``(line number, cells)`` of CSV text; bytes that are not UTF-8 text (a binary file) or a NUL byte are a
+    :class:`WearspecError` naming the line."""
+    reader = csv.reader(lines, delimiter=delimiter)
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except UnicodeDecodeError:  # text is decoded in blocks: the line is found again in the bytes (a file)
+            line = _first_undecodable_line(name)
+            raise WearspecError(f"{where(name, f'line {line}' if line else None)}: not UTF-8 text (binary data?); "
+                                "expected CSV lines of numbers") from None
+        except csv.Error as e:
+            raise WearspecError(f"{where(name, f'line {reader.line_num}')}: not a CSV line ({e}); expected CSV "
+                                "lines of numbers") from None
+        if any(_BINARY.search(c) for c in row):  # stdin decodes undecodable bytes to surrogates
+            raise WearspecError(f"{where(name, f'line {reader.line_num}')}: not UTF-8 text (binary data?); "
+                                "expected CSV lines of numbers")
+        yield reader.line_num, row
+
+
+_BINARY = re.compile("[\x00\udc80-\udcff]")
+
+
+def _first_undecodable_line(name: str) -> int | None:
+    """The number of the first line of file ``name`` that is not UTF-8 (None: not a file, or none found)."""
+    try:
+        with open(name, "rb") as fh:
+            for i, raw in enumerate(fh, 1):
+                try:
+                    raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    return i
+    except OSError:
+        return None
+    return None
 
 
 def read_stdin(n_channels: int | None = None, chunk: int = 1, stream: TextIO | None = None,
@@ -163,22 +204,26 @@ def read_stdin(n_channels: int | None = None, chunk: int = 1, stream: TextIO | N
     """
     stream = stream if stream is not None else sys.stdin
     lines = iter(stream.readline, "")
-    rows = ((i, next(csv.reader([text]), [])) for i, text in enumerate(lines, 1))
-    yield from _parse_rows(rows, "<stdin>", channels, n_channels, time_column, chunk, rate)
+    yield from _parse_rows(_csv_rows(lines, "<stdin>"), "<stdin>", channels, n_channels, time_column, chunk, rate)
 
 
-def replay_npy(path: str | os.PathLike, chunk: int, channels_first: bool = False) -> Iterator[np.ndarray]:
-    """Replay a ``.npy`` recording of shape (n, C) (or (C, n) with ``channels_first``) in chunks."""
+def replay_npy(path: str | os.PathLike, chunk: int, channels_first: bool = False,
+               n_channels: int | None = None) -> Iterator[np.ndarray]:
+    """Replay a ``.npy`` recording of shape (n, C) (or (C, n) with ``channels_first``) in chunks; with
+    ``n_channels``, C must equal it."""
     path = Path(path)
-    if not path.is_file():
-        raise WearspecError(f"{where(path)}: no such file")
     if chunk < 1:
         raise WearspecError(f"{where(path)}: chunk must be >= 1 sample, got {chunk}")
-    data = np.load(path, mmap_mode="r", allow_pickle=False)
+    data = load_npy(path, "samples (n, C)", mmap=True)
+    if data.dtype.kind not in "biuf":
+        raise WearspecError(f"{where(path)}: expected numbers (samples, channels), got dtype {data.dtype}")
     if data.ndim != 2:
         raise WearspecError(f"{where(path)}: expected a 2-D array (samples, channels), got shape {data.shape}")
     if channels_first:
         data = data.T
+    if n_channels is not None and data.shape[1] != n_channels:
+        raise WearspecError(f"{where(path)}: expected {n_channels} channel columns (samples, channels), got shape "
+                            f"{data.shape}")
     for s in range(0, data.shape[0], chunk):
         yield np.asarray(data[s:s + chunk], dtype=np.float32)
 
@@ -193,7 +238,7 @@ def open_source(source: Any, spec, chunk: int | None, time_column: str | int | N
                               channels=list(spec.channels))
         path = Path(source)
         if path.suffix.lower() == ".npy":
-            return replay_npy(path, chunk or spec.hop)
+            return replay_npy(path, chunk or spec.hop, n_channels=spec.n_channels)
         if path.suffix.lower() in (".csv", ".txt", ".tsv"):
             return replay_csv(path, channels=list(spec.channels), rate=spec.rate, chunk=chunk or spec.hop,
                               time_column=time_column, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")

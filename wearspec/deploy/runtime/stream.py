@@ -18,11 +18,15 @@ Missing samples (NaN/Inf) follow ``nan_policy``:
 * ``skip``: a window whose fraction of samples with any missing channel exceeds ``max_nan_fraction`` yields
   no prediction (counted as skipped, not fed to the smoothing); others are filled as ``interpolate``.
 
+Under every policy a window with no valid value at all yields no prediction (skipped; :func:`run_stream` names
+those samples in a warning, and refuses an input that gives no prediction at all).
+
 Every :class:`Prediction` reports the window's missing fraction. Timestamps are optional: ``push(chunk, t0)``
 gives the time (s) of the chunk's first sample; later samples are ``1/rate`` apart. Without ``t0`` time
 continues from the previous chunk (from 0 at the start). When ``max_gap_s`` is set and a chunk's ``t0`` differs
 from the expected time by more than ``max_gap_s`` (a gap, or a jump backwards), the buffer, the smoothing and
-the held values are reset: the next prediction comes once a full window has arrived after the gap. A partial
+the held values are reset: the next prediction comes once a full window has arrived after the gap. Without
+``max_gap_s`` a chunk that starts before the previous one ended (time going backwards) is an error. A partial
 window at the end of a stream is never classified.
 
 Sources (:mod:`.sources`) yield chunks ``(n, C)`` or ``(chunk, t0)`` pairs: :func:`replay_csv`,
@@ -104,6 +108,8 @@ class StreamClassifier:
         self.batch = int(batch or getattr(backend, "max_batch", None) or 32)
         self._latencies: list[float] = []
         self.predictions = self.skipped = self.resets = 0
+        self.samples = 0              # samples pushed in all
+        self.empty: list[tuple[int, int]] = []  # (first, last) sample numbers (from 1) of windows with no valid value
         self._t_next: float | None = None
         self.reset()
 
@@ -170,15 +176,24 @@ class StreamClassifier:
         n = x.shape[0]
         if t0 is not None:
             t0 = float(t0)
+            if not np.isfinite(t0):
+                raise WearspecError(f"stream: a chunk's time must be a finite number of seconds, got {t0}")
             if (self._t_next is not None and self.max_gap_s is not None
                     and abs(t0 - self._t_next) > self.max_gap_s):
                 self.reset()
                 self.resets += 1
+            elif self._t_next is not None and n and t0 < self._t_next - 0.5 / self.rate:
+                raise WearspecError(
+                    f"stream: time goes backwards at sample {self.samples + 1}: {t0:.3f} s after samples up to "
+                    f"{self._t_next - 1 / self.rate:.3f} s; timestamps must increase (set --max-gap-s to reset "
+                    f"the buffer at such jumps)")
             start = t0
         else:
             start = self._t_next if self._t_next is not None else 0.0
         if n == 0:
             return []
+        first_sample = self.samples
+        self.samples += n
         self._t_next = start + n / self.rate
         missing = ~np.isfinite(x)
         if missing.any():
@@ -199,6 +214,14 @@ class StreamClassifier:
             if self._count == self._next_emit:
                 self._next_emit += self.hop
                 win, frac = self._current_window()
+                if self._missing.all():  # nothing measured: no prediction under any policy
+                    self.skipped += 1
+                    end = first_sample + i
+                    if self.empty and self.empty[-1][1] >= end - self.window:
+                        self.empty[-1] = (self.empty[-1][0], end)
+                    else:
+                        self.empty.append((end - self.window + 1, end))
+                    continue
                 if self.nan_policy == "skip" and frac > self.max_nan_fraction:
                     self.skipped += 1
                     continue
@@ -259,6 +282,19 @@ class StreamConfig:
     time_column: str | int | None = "auto"
     header: bool = True
 
+    def validate(self) -> None:
+        """Refuse impossible settings by flag name (0 is not "the default": leave a flag out for that)."""
+        for key, value in (("hop", self.hop), ("chunk", self.chunk), ("threads", self.threads)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise WearspecError(f"stream --{key}: expected an integer ≥ 1 (leave it out for the default), "
+                                    f"got {value!r}")
+        if isinstance(self.smoothing, bool) or not isinstance(self.smoothing, int) or self.smoothing < 1:
+            raise WearspecError(f"stream --smoothing: expected an integer ≥ 1 prediction, got {self.smoothing!r}")
+        if not 0.0 <= self.max_nan_fraction <= 1.0:
+            raise WearspecError(f"stream --max-nan-fraction: expected a fraction in [0, 1], got {self.max_nan_fraction}")
+        if self.max_gap_s is not None and not 0 < self.max_gap_s < float("inf"):
+            raise WearspecError(f"stream --max-gap-s: expected a positive number of seconds, got {self.max_gap_s}")
+
 
 def run_stream(bundle_dir: str | os.PathLike, source: Any, cfg: StreamConfig | None = None, *, backend: Any = None,
                out: TextIO | None = None, err: TextIO | None = None,
@@ -274,6 +310,7 @@ def run_stream(bundle_dir: str | os.PathLike, source: Any, cfg: StreamConfig | N
     from wearspec.deploy.runtime.schema import read_bundle_spec
 
     cfg = cfg if cfg is not None else StreamConfig()
+    cfg.validate()
     out = out if out is not None else sys.stdout
     err = err if err is not None else sys.stderr
     owned = backend is None
@@ -281,18 +318,20 @@ def run_stream(bundle_dir: str | os.PathLike, source: Any, cfg: StreamConfig | N
           if owned else backend)
     try:
         spec = getattr(be, "spec", None) or read_bundle_spec(bundle_dir)
-        clf = StreamClassifier(be, hop=cfg.hop or spec.hop, rate=spec.rate, smoothing=cfg.smoothing,
-                               nan_policy=cfg.nan_policy, max_nan_fraction=cfg.max_nan_fraction,
-                               max_gap_s=cfg.max_gap_s)
+        clf = StreamClassifier(be, hop=spec.hop if cfg.hop is None else cfg.hop, rate=spec.rate,
+                               smoothing=cfg.smoothing, nan_policy=cfg.nan_policy,
+                               max_nan_fraction=cfg.max_nan_fraction, max_gap_s=cfg.max_gap_s)
         writer = csv.writer(out, lineterminator="\n")
-        if cfg.header:
-            writer.writerow(["time_s", "label", "probability"])
-            out.flush()
+        header = cfg.header  # written with the first prediction: an input with none writes nothing
         for pred in clf.run(open_source(source, spec, cfg.chunk, cfg.time_column)):
+            if header:
+                writer.writerow(["time_s", "label", "probability"])
+                header = False
             writer.writerow([f"{pred.time_s:.3f}", pred.label, f"{pred.probability:.4f}"])
             out.flush()
             if on_prediction is not None:
                 on_prediction(pred)
+        _check_outcome(clf, source, err)
         stats = clf.latency_stats()
         name = be.describe().get("backend", "?") if hasattr(be, "describe") else type(be).__name__
         print(f"stream: {stats['predictions']} predictions, {stats['skipped']} skipped, {stats['resets']} resets; "
@@ -303,6 +342,25 @@ def run_stream(bundle_dir: str | os.PathLike, source: Any, cfg: StreamConfig | N
     finally:
         if owned:
             be.close()
+
+
+def _check_outcome(clf: StreamClassifier, source: Any, err: TextIO) -> None:
+    """No prediction at all is an error saying why; windows with no valid value are named in a warning."""
+    name = "<stdin>" if str(source) == "-" else (os.fspath(source) if isinstance(source, (str, os.PathLike))
+                                                 else "stream")
+    spans = ", ".join(f"{a}–{b}" for a, b in clf.empty[:5]) + (" …" if len(clf.empty) > 5 else "")
+    if clf.predictions == 0:
+        if clf.samples < clf.window:
+            raise WearspecError(f"{name}: no complete window in the input: {clf.samples} samples read, a window is "
+                                f"{clf.window} samples ({clf.window / clf.rate:g} s at {clf.rate:g} Hz)")
+        if clf.empty:
+            raise WearspecError(f"{name}: every value of the input is missing (NaN/Inf or blank; samples {spans}); "
+                                "expected measured values")
+        raise WearspecError(f"{name}: every one of the {clf.skipped} windows was skipped (more than "
+                            f"max_nan_fraction={clf.max_nan_fraction:g} of its samples missing)")
+    if clf.empty:
+        print(f"stream: warning: {sum(b - a + 1 for a, b in clf.empty)} samples ({spans}, counted from 1) have no "
+              "valid value in any channel: their windows were not classified", file=err)
 
 
 __all__ = ["Prediction", "StreamClassifier", "StreamConfig", "NAN_POLICIES", "iter_chunks", "replay_csv",
