@@ -29,6 +29,10 @@ def verify_store(store) -> dict:
     dtype = np.dtype("<" + store.dtype.str[1:])
     row_bytes = store.n_channels * store.window * dtype.itemsize
     has_sums = all(s[2] for s in store._shards)
+    if not has_sums and str(store.path) not in _WARNED:
+        _WARNED.add(str(store.path))
+        print(f"wearspec: warning: {store.path}: the store records no checksums (written by an older wearspec); its "
+              "shards are checked for NaN/Inf only (prepare it again to add them)", file=sys.stderr)
     for k, (f, _, want) in enumerate(store._shards):
         st = f.stat()
         key = (str(f.resolve()), st.st_size, st.st_mtime_ns, want)
@@ -43,10 +47,6 @@ def verify_store(store) -> dict:
                                     "damaged: prepare it again")
             _VERIFIED.add(key)
         total += st.st_size
-    if not has_sums and str(store.path) not in _WARNED:
-        _WARNED.add(str(store.path))
-        print(f"wearspec: warning: {store.path}: the store records no checksums (written by an older wearspec); its "
-              "shards are checked for NaN/Inf only (prepare it again to add them)", file=sys.stderr)
     return {"shards": len(store._shards), "bytes": total, "checksums": has_sums, "seconds": time.perf_counter() - t0}
 
 
