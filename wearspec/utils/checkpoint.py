@@ -198,10 +198,11 @@ def latest_checkpoint(folder: str | os.PathLike) -> Path | None:
 
 
 def save_weights(tensors: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict[str, str] | None = None) -> None:
-    """Write a flat state dict as safetensors, atomically."""
+    """Write a flat state dict as safetensors, atomically, with its SHA-256 sidecar (as :func:`save_torch`)."""
     from safetensors.torch import save_file
 
-    from wearspec.utils.io import atomic_path
-
+    sidecar_path(path).unlink(missing_ok=True)
     with atomic_path(path) as tmp:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        digest = sha256_file(tmp)
+    write_sidecar(path, digest)
