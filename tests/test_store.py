@@ -8,13 +8,14 @@ from wearspec.data.store import StoreWriter, WindowStore, check_output
 from wearspec.errors import WearspecError
 
 
-def _write(path, n=10, c=3, t=20, shard=4, dtype="float32", labels=True, fingerprint="fp", rng=None):
+def _write(path, n=10, c=3, t=20, shard=4, dtype="float32", labels=True, fingerprint="fp", rng=None,
+           overwrite=False):
     rng = rng or np.random.default_rng(0)
     x = rng.standard_normal((n, c, t)).astype(np.float32)
     y = rng.integers(0, 2, n).astype(np.int32) if labels else None
     with StoreWriter(path, channels=[f"c{i}" for i in range(c)], rate=10, window=t, hop=t // 2,
                      label_names=["a", "b"] if labels else [], dtype=dtype, shard_windows=shard,
-                     fingerprint=fingerprint) as w:
+                     fingerprint=fingerprint, overwrite=overwrite) as w:
         w.add(x[: n // 2], "s1", "r1", np.arange(n // 2) * 1.0, None if y is None else y[: n // 2])
         w.add(x[n // 2 :], "s2", "r2", np.arange(n - n // 2) * 1.0, None if y is None else y[n // 2 :],
               split="test")
@@ -108,7 +109,10 @@ def test_check_output(tmp_path):
 
 def test_overwrite_replaces_atomically(tmp_path):
     _write(tmp_path / "st", n=6, fingerprint="a")
-    _write(tmp_path / "st", n=8, fingerprint="b")
+    with pytest.raises(WearspecError, match="refusing to replace it"):  # a store is replaced only when asked
+        _write(tmp_path / "st", n=8, fingerprint="b")
+    assert len(WindowStore(tmp_path / "st")) == 6
+    _write(tmp_path / "st", n=8, fingerprint="b", overwrite=True)
     st = WindowStore(tmp_path / "st")
     assert len(st) == 8 and json.loads((tmp_path / "st" / "manifest.json").read_text())["fingerprint"] == "b"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["st"]

@@ -93,8 +93,10 @@ def _inspect(args: argparse.Namespace) -> int:
         _check_output(Path(args.png).parent, "--png")
         if Path(args.png).is_dir():
             raise WearspecError(f"inspect --png {args.png}: is a folder; expected a .png file name")
-    store = WindowStore(args.store)
+    store = WindowStore(args.store)  # checks the manifest and the index (its checksum too)
     summary = store.summary()
+    if args.verify:
+        summary["verify"] = store.verify()  # every shard: checksum and NaN/Inf; a problem is the error line
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
@@ -118,6 +120,8 @@ def _run_recipe(args: argparse.Namespace, module: str, config: str, runner: str,
 
     from wearspec.config import load_config, to_yaml
 
+    from wearspec.utils.integrity import output_lock
+
     mod = importlib.import_module(module)
     cfg = load_config(getattr(mod, config), args.config, args.overrides)
     if args.print_config:
@@ -125,7 +129,9 @@ def _run_recipe(args: argparse.Namespace, module: str, config: str, runner: str,
         return 0
     if config in ("PretrainConfig", "FinetuneConfig", "DemoConfig") and not str(cfg.output).strip():
         raise WearspecError("output: expected a folder to write the run into (output=PATH), got an empty path")
-    with _writing(getattr(cfg, "output", None)):
+    output = getattr(cfg, "output", "")
+    # the output folder is this command's alone while it runs (under torchrun rank 0 holds it for all ranks)
+    with _writing(output or None), output_lock(output, enabled=bool(output) and _is_rank0()):
         summary = getattr(mod, runner)(cfg)
     if keys is not None and _is_rank0():
         print(json.dumps({k: summary.get(k) for k in keys} if keys else summary, default=str))
@@ -301,6 +307,8 @@ def _add_data_commands(sub) -> None:
     pi.add_argument("--per-class", type=int, default=3, help="examples per class in the grid")
     pi.add_argument("--no-png", action="store_true", help="only print the counts")
     pi.add_argument("--json", action="store_true", help="print the summary as JSON")
+    pi.add_argument("--verify", action="store_true", help="read every shard: check it against the checksum recorded "
+                    "when the store was written, and that every value is finite (exit 2 naming the file otherwise)")
     pi.set_defaults(func=_inspect)
 
 

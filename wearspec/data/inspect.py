@@ -30,6 +30,11 @@ def format_summary(summary: dict) -> str:
                                                             for label, c in zip(labels, cols)))
     lines.append("total".ljust(width) + "  " + "  ".join(str(summary["per_label"][label]).rjust(c)
                                                          for label, c in zip(labels, cols)))
+    if "verify" in summary:
+        v = summary["verify"]
+        what = "checksums match" if v["checksums"] else "no checksums recorded (older store)"
+        lines += ["", f"verified   {v['shards']} shards, {v['bytes'] / 1e6:.1f} MB: {what}, every value finite "
+                  f"({v['seconds']:.2f} s)"]
     return "\n".join(lines)
 
 

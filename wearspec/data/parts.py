@@ -34,6 +34,7 @@ from wearspec.data.readers import get_reader
 from wearspec.data.readers.tables import sort_labels
 from wearspec.data.store import FORMAT, VERSION, WindowStore
 from wearspec.errors import WearspecError
+from wearspec.utils.integrity import sha256_file
 
 PARTS = "parts"
 
@@ -179,8 +180,8 @@ def merge_parts(output: Path, failed: list[dict] = ()) -> WindowStore:
         cols["label"].append(np.where(p.labels >= 0, lut["label"][np.maximum(p.labels, 0)], -1).astype(np.int32))
         cols["start"].append(p.starts)
         cols["split"].append(p.splits)
-        shards += [{"file": f"{PARTS}/{p.path.name}/{s['file']}", "windows": s["windows"]}
-                   for s in p.manifest["shards"]]
+        shards += [{"file": f"{PARTS}/{p.path.name}/{s['file']}", "windows": s["windows"],
+                    **({"sha256": s["sha256"]} if s.get("sha256") else {})} for s in p.manifest["shards"]]
     return _write_merged(output, parts, cols, shards, labels, subjects, recordings, list(failed))
 
 
@@ -200,6 +201,7 @@ def _write_merged(output: Path, parts, cols, shards, labels, subjects, recording
     tmp_index = output / f".index.npz.tmp-{os.getpid()}"
     with open(tmp_index, "wb") as f:
         np.savez(f, **{k: np.concatenate(v) for k, v in cols.items()})
+    manifest["index_sha256"] = sha256_file(tmp_index)
     tmp_manifest = output / f".manifest.json.tmp-{os.getpid()}"
     tmp_manifest.write_text(json.dumps(manifest, indent=2) + "\n")
     os.replace(tmp_index, output / "index.npz")

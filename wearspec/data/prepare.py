@@ -1,8 +1,9 @@
 """``wearspec prepare``: run a reader, cut windows, write the store atomically.
 
 The same :class:`~wearspec.data.windowing.WindowSpec` applies to every reader. Re-running with the
-same inputs and settings finds the finished store and does nothing; a folder holding a different
-store is an error unless ``store.overwrite`` is set.
+same inputs and settings finds the finished store (after verifying its checksums) and does nothing; a
+folder holding a different store is an error unless ``store.overwrite`` is set. The output folder is locked
+for the whole run (:func:`wearspec.utils.integrity.output_lock`): a second ``prepare`` into it stops at once.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from wearspec.data.readers.config import (AudioConfig, Capture24Config, DaphnetC
 from wearspec.data.store import StoreConfig, StoreWriter, WindowStore, check_output
 from wearspec.data.windowing import WindowSpec, cut_windows
 from wearspec.errors import WearspecError
+from wearspec.utils.integrity import output_lock
 
 
 @dataclass
@@ -82,11 +84,12 @@ def prepare(
     path = Path(input_path) if input_path is not None else None
     if path is not None and not path.exists():
         raise WearspecError(f"{path}: input not found")
-    if cfg.by_file:
-        from wearspec.data.parts import prepare_parts
+    with output_lock(output):
+        if cfg.by_file:
+            from wearspec.data.parts import prepare_parts
 
-        return prepare_parts(reader, path, output, cfg, prepare_store, progress=progress)
-    return prepare_store(reader, path, output, cfg, progress=progress)
+            return prepare_parts(reader, path, output, cfg, prepare_store, progress=progress)
+        return prepare_store(reader, path, output, cfg, progress=progress)
 
 
 def prepare_store(reader: str, path: Path | None, output: str | os.PathLike, cfg: PrepareConfig, *,
@@ -119,6 +122,7 @@ def prepare_store(reader: str, path: Path | None, output: str | os.PathLike, cfg
         shard_windows=cfg.store.shard_windows,
         fingerprint=fp,
         meta=meta,
+        overwrite=cfg.store.overwrite,
     ) as writer:
         for item in tqdm(source.items, desc=f"prepare {reader}", unit="rec", disable=not show):
             if isinstance(item, RecordingStream):  # a long recording in chunks: bounded memory

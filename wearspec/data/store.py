@@ -9,6 +9,10 @@ Layout of a store folder::
                          0 train, 1 val, 2 test); a few bytes per window
     shards/00000.bin     raw little-endian (n, C, T) arrays of ``dtype`` (float16 or float32)
 
+The manifest records the SHA-256 of every shard (``shards[i].sha256``) and of the index (``index_sha256``).
+Opening a store checks the index; :meth:`WindowStore.verify` checks the shards (and that every value is
+finite) once per process, before training reads them, and ``wearspec inspect --verify`` on request.
+
 Shards are plain arrays that ``np.memmap`` can open (:meth:`WindowStore.shard_array`); training
 reads go through positioned reads of just the requested rows, so the store is never loaded whole
 into RAM and resident memory does not grow with the store's size. A
@@ -18,6 +22,7 @@ a failed ``prepare`` leaves nothing half-written.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -30,6 +35,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from wearspec.errors import WearspecError
+from wearspec.utils.integrity import sha256_file
 
 FORMAT = "wearspec-window-store"
 VERSION = 1
@@ -59,7 +65,9 @@ class StoreWriter:
 
     Use as a context manager: an exception inside the ``with`` block discards everything written.
     ``fingerprint`` identifies what produced the store (reader, inputs, window spec); ``prepare``
-    uses it to recognise an existing identical store.
+    uses it to recognise an existing identical store. ``overwrite``: whether :meth:`close` may replace a
+    window store at ``path``; without it, anything found there at close (e.g. written meanwhile by another
+    process) is refused, never replaced.
     """
 
     def __init__(
@@ -75,6 +83,7 @@ class StoreWriter:
         shard_windows: int = 4096,
         fingerprint: str = "",
         meta: dict | None = None,
+        overwrite: bool = False,
     ):
         if dtype not in DTYPES:
             raise WearspecError(f"store.dtype: expected one of {', '.join(DTYPES)}, got {dtype!r}")
@@ -89,6 +98,7 @@ class StoreWriter:
         self.dtype = np.dtype(dtype)
         self.shard_windows = int(shard_windows)
         self.fingerprint, self.meta = fingerprint, dict(meta or {})
+        self.overwrite = overwrite
         self._made_parents = [p for p in reversed(self.path.parents) if not p.exists()]
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.tmp-", dir=self.path.parent))
@@ -98,6 +108,7 @@ class StoreWriter:
         self._cols: dict[str, list[np.ndarray]] = {"subject": [], "recording": [], "start": [], "label": [], "split": []}
         self._n = 0
         self._shard_file = None
+        self._shard_hash = None
         self._shard_rows = 0
         self._shards: list[dict] = []
         self._closed = False
@@ -160,17 +171,18 @@ class StoreWriter:
         while pos < n:
             if self._shard_file is None:
                 name = f"shards/{len(self._shards):05d}.bin"
-                self._shard_file = open(self._tmp / name, "wb")
+                self._shard_file, self._shard_hash = open(self._tmp / name, "wb"), hashlib.sha256()
                 self._shards.append({"file": name, "windows": 0})
                 self._shard_rows = 0
             take = min(n - pos, self.shard_windows - self._shard_rows)
-            self._shard_file.write(np.ascontiguousarray(data[pos : pos + take]).astype("<" + self.dtype.str[1:]).tobytes())
+            block = np.ascontiguousarray(data[pos : pos + take]).astype("<" + self.dtype.str[1:]).tobytes()
+            self._shard_file.write(block)
+            self._shard_hash.update(block)
             self._shard_rows += take
             self._shards[-1]["windows"] = self._shard_rows
             pos += take
             if self._shard_rows == self.shard_windows:
-                self._shard_file.close()
-                self._shard_file = None
+                self._end_shard()
         self._n += n
 
     def rename_recording(self, old: str, new: str) -> None:
@@ -180,11 +192,15 @@ class StoreWriter:
             raise WearspecError(f"{self.path}: cannot rename recording {old!r} to {new!r} (unknown, or taken)")
         self._recordings = {(new if k == old else k): v for k, v in self._recordings.items()}
 
+    def _end_shard(self) -> None:
+        self._shard_file.close()
+        self._shards[-1]["sha256"] = self._shard_hash.hexdigest()
+        self._shard_file = self._shard_hash = None
+
     def abort(self) -> None:
         """Discard everything written so far."""
         if self._shard_file is not None:
-            self._shard_file.close()
-            self._shard_file = None
+            self._end_shard()
         shutil.rmtree(self._tmp, ignore_errors=True)
         for parent in reversed(self._made_parents):  # folders this writer created, deepest first
             try:
@@ -198,8 +214,7 @@ class StoreWriter:
         if self._closed:
             raise RuntimeError("StoreWriter already closed")
         if self._shard_file is not None:
-            self._shard_file.close()
-            self._shard_file = None
+            self._end_shard()
         if self._n == 0:
             self.abort()
             raise WearspecError(f"{self.path}: no windows to write (every recording was too short or dropped by the NaN policy)")
@@ -221,9 +236,15 @@ class StoreWriter:
             "shards": self._shards,
             "fingerprint": self.fingerprint,
             "meta": self.meta,
+            "index_sha256": sha256_file(self._tmp / "index.npz"),
         }
         (self._tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        if self.path.exists():
+        try:
+            self._check_target()
+        except WearspecError:
+            self.abort()
+            raise
+        if self.path.exists() and any(self.path.iterdir()):
             old = self.path.with_name(f".{self.path.name}.old-{os.getpid()}")
             os.replace(self.path, old)
             os.replace(self._tmp, self.path)
@@ -233,13 +254,26 @@ class StoreWriter:
         self._closed = True
         return WindowStore(self.path)
 
+    def _check_target(self) -> None:
+        """Just before the rename: refuse to replace what is at ``path`` now unless it is an empty folder, or a
+        window store and ``overwrite`` is set (``check_output`` ran at the start; another process may have
+        written the folder since)."""
+        if not self.path.exists() or (self.path.is_dir() and not any(self.path.iterdir())):
+            return
+        if not self.overwrite:
+            raise WearspecError(f"{self.path}: the output folder was filled while this store was written (by "
+                                "another process?); refusing to replace it; nothing was written")
+        if not (self.path / "manifest.json").is_file():
+            raise WearspecError(f"{self.path}: folder holds files that are not a window store; refusing to "
+                                "overwrite it; nothing was written")
+
 
 def check_output(path: str | os.PathLike, fingerprint: str, overwrite: bool = False) -> bool:
     """Decide what to do with an output folder before writing a store.
 
-    Returns True when ``path`` already holds a complete store with the same ``fingerprint`` (nothing
-    to do), False when it is free (absent or empty) or ``overwrite`` is set. Raises for a folder
-    that holds something else.
+    Returns True when ``path`` already holds a complete, intact (:meth:`WindowStore.verify`) store with the same
+    ``fingerprint`` (nothing to do), False when it is free (absent or empty) or ``overwrite`` is set. Raises
+    for a folder that holds something else, or a damaged store without ``overwrite``.
     """
     path = Path(path)
     if not path.exists():
@@ -258,7 +292,13 @@ def check_output(path: str | os.PathLike, fingerprint: str, overwrite: bool = Fa
     except (json.JSONDecodeError, AttributeError) as e:
         raise WearspecError(f"{manifest}: unreadable manifest ({e}); remove the folder or pass --overwrite") from None
     if old == fingerprint:
-        return True
+        try:
+            WindowStore(path).verify()
+            return True
+        except WearspecError as e:
+            if overwrite:
+                return False
+            raise WearspecError(f"{e}; pass --overwrite to prepare the store again") from None
     if overwrite:
         return False
     raise WearspecError(
@@ -315,6 +355,9 @@ class WindowStore:
         self.shard_windows = int(m["shard_windows"])
         self.meta = m.get("meta", {})
         ipath = self.path / "index.npz"
+        if m.get("index_sha256") and ipath.is_file() and sha256_file(ipath) != m["index_sha256"]:
+            raise WearspecError(f"{ipath}: checksum mismatch (not the index recorded in manifest.json); the file "
+                                "was damaged after it was written")
         try:
             with np.load(ipath) as z:
                 self.subjects = z["subject"]
@@ -322,8 +365,9 @@ class WindowStore:
                 self.starts = z["start"]
                 self.labels = z["label"]
                 self.splits = z["split"]
-        except (OSError, ValueError, KeyError) as e:
-            raise WearspecError(f"{ipath}: missing or unreadable window index ({e})") from None
+        except Exception as e:  # missing, a damaged zip (BadZipFile), a damaged array
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+            raise WearspecError(f"{ipath}: missing or unreadable window index ({first})") from None
         n = int(m["n_windows"])
         if not all(len(a) == n for a in (self.subjects, self.recordings, self.starts, self.labels, self.splits)):
             raise WearspecError(f"{ipath}: index has a different length than manifest n_windows={n}")
@@ -336,8 +380,8 @@ class WindowStore:
                 raise WearspecError(
                     f"{f}: shard is missing or truncated (expected {s['windows'] * row_bytes} bytes, found {max(size, 0)})"
                 )
-            self._shards.append((f, int(s["windows"])))
-        self._first_rows = np.concatenate([[0], np.cumsum([rows for _, rows in self._shards])])[:-1].astype(np.int64)
+            self._shards.append((f, int(s["windows"]), s.get("sha256")))
+        self._first_rows = np.concatenate([[0], np.cumsum([s[1] for s in self._shards])])[:-1].astype(np.int64)
         self._fds: dict[int, int] = {}
         self._pid = os.getpid()
 
@@ -373,7 +417,7 @@ class WindowStore:
 
     def shard_array(self, shard: int) -> np.memmap:
         """A read-only ``np.memmap`` (rows, C, T) of one shard, for users who want numpy views."""
-        f, rows = self._shards[shard]
+        f, rows, _ = self._shards[shard]
         return np.memmap(f, dtype="<" + self.dtype.str[1:], mode="r", shape=(rows, self.n_channels, self.window))
 
     def read(self, i: int) -> np.ndarray:
@@ -423,6 +467,13 @@ class WindowStore:
                 os.close(fd)
             except OSError:
                 pass
+
+    def verify(self) -> dict:
+        """Check every shard against its SHA-256 in the manifest and that every value is finite
+        (:func:`wearspec.data.verify.verify_store`: once per process, a one-line error naming the shard)."""
+        from wearspec.data.verify import verify_store
+
+        return verify_store(self)
 
     def summary(self) -> dict:
         """Counts per subject and per label (for ``wearspec inspect``)."""

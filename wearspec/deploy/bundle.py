@@ -52,7 +52,8 @@ def write_bundle(output: str | os.PathLike, meta: dict[str, Any], files: dict[st
     for name in files:
         if Path(name).name != name or name == BUNDLE_FILE:
             raise WearspecError(f"bundle: file name {name!r} must be a plain name other than {BUNDLE_FILE}")
-    with atomic_path(out, is_dir=True) as tmp:
+    # checked again just before the rename: a folder that appeared meanwhile is refused, not replaced
+    with atomic_path(out, is_dir=True, check=lambda: check_output(out, overwrite)) as tmp:
         for name, content in files.items():
             if isinstance(content, (bytes, bytearray)):
                 (tmp / name).write_bytes(content)

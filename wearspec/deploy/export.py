@@ -179,6 +179,7 @@ def export_classifier(classifier: nn.Module, meta: dict[str, Any], cfg: ExportCo
     if store is None and cfg.store:
         store = WindowStore(cfg.store)
     if store is not None:
+        store.verify()  # the parity windows come from it
         _check_store(store, channels, t, float(meta["rate"]))
     example = torch.randn(2, len(channels), t, generator=torch.Generator().manual_seed(cfg.seed))
     with torch.no_grad(), _export_mode(classifier):

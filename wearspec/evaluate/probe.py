@@ -221,6 +221,7 @@ def _load(cfg: ProbeConfig, encoder: torch.nn.Module | None, meta: dict | None):
     if not cfg.store or not cfg.output:
         raise WearspecError("probe: both store=… (labelled window store) and output=… (report folder) are required")
     store = WindowStore(cfg.store)
+    store.verify()  # checksums and NaN/Inf, once, before any read
     ckpt = None
     if encoder is None:
         if not cfg.checkpoint:

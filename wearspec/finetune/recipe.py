@@ -59,8 +59,8 @@ from wearspec.models.cnn import CNNConfig, build_teacher
 from wearspec.models.students import StudentConfig, build_student, init_from_pretrain
 from wearspec.training.runtime import RuntimeConfig
 from wearspec.utils import distributed as du
-from wearspec.utils.checkpoint import latest_checkpoint, load_checkpoint
-from wearspec.utils.io import atomic_path, write_json, write_text
+from wearspec.utils.checkpoint import latest_checkpoint, load_checkpoint, load_torch, save_torch
+from wearspec.utils.io import write_json, write_text
 from wearspec.utils.seed import seed_everything
 
 STAGES = ("teacher", "student")
@@ -269,16 +269,15 @@ def _fold_frontend(cfg: FinetuneConfig, store: WindowStore, train: np.ndarray, f
         return copy.deepcopy(given[0].frontend)
     path, box, settings = fold / "frontend.pt", None, {**to_dict(cfg.frontend), "seed": cfg.runtime.seed}
     if dist.is_main:
-        saved = torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else {}
-        if saved.get("settings") == settings:
+        saved = load_torch(path) if path.is_file() else {}  # checksum checked; errors name the file
+        if isinstance(saved, dict) and saved.get("settings") == settings:
             box = (saved["config"], saved["state"])
         else:
             frontend = build_frontend(cfg.frontend, store.rate, store.window, store.channels)
             pick = np.random.default_rng(cfg.runtime.seed).permutation(len(train))[: cfg.frontend.fit_windows]
             frontend.fit(torch.from_numpy(store.read_batch(np.sort(train[pick]))))
             box = (frontend.config(), frontend.state_dict())
-            with atomic_path(path) as tmp:
-                torch.save({"settings": settings, "config": box[0], "state": box[1]}, tmp)
+            save_torch({"settings": settings, "config": box[0], "state": box[1]}, path)
     config, state = du.broadcast_object(box)
     frontend = SpectrogramFrontend.from_config(config)
     frontend.load_state_dict(state)
@@ -332,6 +331,7 @@ def run_finetune(cfg: FinetuneConfig) -> dict:
 
 def _run(cfg: FinetuneConfig, dist: du.DistInfo) -> dict:
     out, store = Path(cfg.output), WindowStore(cfg.store)
+    store.verify()  # checksums and NaN/Inf, once, before any read
 
     # 1. inputs, checked before any training
     if not store.has_labels:

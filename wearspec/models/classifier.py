@@ -32,8 +32,7 @@ from wearspec.errors import WearspecError
 from wearspec.models.cnn import CNNConfig, ResNetTeacher, build_teacher
 from wearspec.models.encoder import state_mismatch
 from wearspec.models.students import Student, StudentConfig, StudentOutput, build_student
-from wearspec.utils.checkpoint import FORMAT, VERSION, load_checkpoint
-from wearspec.utils.io import atomic_path
+from wearspec.utils.checkpoint import FORMAT, VERSION, load_checkpoint, save_torch
 
 KINDS = ("student", "teacher")
 META_KEYS = ("kind", "model", "teacher_cnn", "frontend", "in_chans", "input_size", "num_classes", "label_names",
@@ -147,13 +146,7 @@ def save_classifier(path: str | os.PathLike, classifier: Classifier, meta: dict[
         raise WearspecError(f"save_classifier: extra may not set reserved key {clash[0]!r}")
     state = {"format": FORMAT, "version": VERSION, "stage": "finetune", "classifier": meta,
              "state_dict": {k: v.detach().cpu() for k, v in classifier.state_dict().items()}, **extra}
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-    return path
+    return save_torch(state, path)  # atomic, with its checksum beside it
 
 
 def load_classifier(path: str | os.PathLike, map_location: str | torch.device = "cpu"

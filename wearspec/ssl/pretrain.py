@@ -232,6 +232,7 @@ def run_pretrain(cfg: PretrainConfig) -> dict:
     if not cfg.store:
         raise WearspecError("store: the window store to pretrain on is required (store=PATH)")
     store = WindowStore(cfg.store)
+    store.verify()  # checksums and NaN/Inf, once, before any read (a damaged shard is refused here)
     selected = _select(store, cfg.exclude_subjects)
     # settings left null are derived from the store (ssl.defaults) and saved resolved in config.yaml
     derived = derive_pretrain_settings(cfg, StoreShape(len(selected), store.window, store.rate,

@@ -3,15 +3,20 @@
 Files are ``<dir>/ckpt-<step:08d>.pt`` written by ``torch.save`` to a temporary name in the same
 folder, flushed to disk, then renamed, so a crash never leaves a truncated checkpoint under a real
 name. Loading uses ``torch.load(weights_only=True)``: a checkpoint holds tensors, dicts, lists,
-strings and numbers only, never arbitrary pickled objects. Final weights are also exported as
-safetensors (:func:`save_weights`).
+strings and numbers only, never arbitrary pickled objects. Every file written by :func:`save_torch` gets a
+sidecar ``<file>.sha256`` (:mod:`wearspec.utils.integrity`) that is checked before ``torch.load``: a damaged
+checkpoint named explicitly is refused with one line; a damaged newest one in a run folder is skipped with a
+warning, and the run resumes from the previous intact one. Final weights are also exported as safetensors
+(:func:`save_weights`).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,6 +24,7 @@ import torch
 
 from wearspec.errors import WearspecError
 from wearspec.utils import distributed as du
+from wearspec.utils.integrity import check_sidecar, sha256_file, sidecar_path, write_sidecar
 from wearspec.utils.io import atomic_path
 from wearspec.utils.seed import rng_state
 
@@ -45,13 +51,40 @@ def save_checkpoint(state: dict, folder: str | os.PathLike, step: int, keep_last
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     target = checkpoint_path(folder, step)
-    state = {"format": FORMAT, "version": VERSION, **state}
-    with atomic_path(target) as tmp, open(tmp, "wb") as f:  # temp name, fsync, rename
-        torch.save(state, f)
+    save_torch({"format": FORMAT, "version": VERSION, **state}, target)
     if keep_last > 0:
         for old in list_checkpoints(folder)[:-keep_last]:
             old.unlink(missing_ok=True)
+            sidecar_path(old).unlink(missing_ok=True)
     return target
+
+
+def save_torch(obj, path: str | os.PathLike) -> Path:
+    """``torch.save`` ``obj`` to ``path`` atomically (temporary name, fsync, rename) with its SHA-256 in the
+    sidecar ``<path>.sha256``. The old sidecar goes first, so a crash in between leaves a file without one
+    (loaded unverified), never a file with a wrong one."""
+    path = Path(path)
+    sidecar_path(path).unlink(missing_ok=True)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+        digest = sha256_file(tmp)
+    write_sidecar(path, digest)
+    return path
+
+
+def load_torch(path: str | os.PathLike, map_location: str | torch.device = "cpu", mmap: bool = False):
+    """``torch.load(weights_only=True)`` after checking the sidecar checksum (when there is one). A mismatch,
+    a damaged or foreign file, a raw pickle: one-line :class:`WearspecError` naming the file (torch's own
+    warnings are not printed; nothing in the file runs)."""
+    check_sidecar(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    except Exception as e:  # truncated zip, foreign pickle, unsafe globals
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise WearspecError(f"{path}: not a wearspec checkpoint (cannot load it safely: {first[:200]})") from None
 
 
 def load_scaler_state(scaler: torch.amp.GradScaler, saved: dict) -> None:
@@ -112,11 +145,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         path = newest
     if not path.is_file():
         raise WearspecError(f"{path}: checkpoint not found")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # truncated zip, foreign pickle, unsafe globals
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise WearspecError(f"{path}: not a wearspec checkpoint (cannot load it safely: {first[:200]})") from None
+    state = load_torch(path, map_location)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise WearspecError(f"{path}: not a wearspec checkpoint (no format={FORMAT!r})")
     if state.get("version") != VERSION:
@@ -156,25 +185,24 @@ def agreed_latest_checkpoint(folder: str | os.PathLike, store) -> Path | None:
 
 
 def latest_checkpoint(folder: str | os.PathLike) -> Path | None:
-    """The newest checkpoint in ``folder`` that loads, or None. Unreadable ones are skipped with a
-    warning on stderr (writes are atomic, so this means the file was damaged afterwards)."""
-    import sys
-
+    """The newest checkpoint in ``folder`` that matches its checksum and loads, or None. Damaged ones are
+    skipped with a warning on stderr (writes are atomic, so this means the file was damaged afterwards)."""
     for p in reversed(list_checkpoints(folder)):
         try:
-            torch.load(p, map_location="cpu", weights_only=True, mmap=True)
+            load_torch(p, mmap=True)
             return p
-        except Exception as e:
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            print(f"wearspec: warning: skipping unreadable checkpoint {p} ({first[:160]})", file=sys.stderr)
+        except WearspecError as e:
+            print(f"wearspec: warning: skipping damaged checkpoint {p} ({str(e).removeprefix(f'{p}: ')[:200]}); "
+                  "trying the previous one", file=sys.stderr)
     return None
 
 
 def save_weights(tensors: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict[str, str] | None = None) -> None:
-    """Write a flat state dict as safetensors, atomically."""
+    """Write a flat state dict as safetensors, atomically, with its SHA-256 sidecar (as :func:`save_torch`)."""
     from safetensors.torch import save_file
 
-    from wearspec.utils.io import atomic_path
-
+    sidecar_path(path).unlink(missing_ok=True)
     with atomic_path(path) as tmp:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        digest = sha256_file(tmp)
+    write_sidecar(path, digest)

@@ -16,7 +16,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -35,13 +35,16 @@ _UMASK = _read_umask()
 
 
 @contextlib.contextmanager
-def atomic_path(target: str | os.PathLike, *, is_dir: bool = False) -> Iterator[Path]:
+def atomic_path(target: str | os.PathLike, *, is_dir: bool = False,
+                check: Callable[[], None] | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; on success rename it onto ``target``.
 
     The temporary file (or every file of the temporary folder) is fsynced before the rename, and the parent
-    folder after it. For a folder, an existing ``target`` is replaced only after the new one is complete. On any
-    exception the temporary path is removed and the exception propagates. The result gets the permissions
-    a plain ``open``/``mkdir`` would give (0o666 / 0o777 less the umask), not ``mkstemp``'s private 0o600.
+    folder after it. For a folder, an existing ``target`` is replaced only after the new one is complete, and
+    ``check()`` runs just before the rename (it raises to refuse replacing what is there now, e.g. a folder
+    that another process wrote meanwhile). On any exception the temporary path is removed and the exception
+    propagates. The result gets the permissions a plain ``open``/``mkdir`` would give (0o666 / 0o777 less the
+    umask), not ``mkstemp``'s private 0o600.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -57,6 +60,8 @@ def atomic_path(target: str | os.PathLike, *, is_dir: bool = False) -> Iterator[
         if tmp.exists():
             os.chmod(tmp, (0o777 if is_dir else 0o666) & ~_UMASK)
             _fsync_tree(tmp)
+        if check is not None:
+            check()
         if is_dir:
             if target.exists():
                 old = target.with_name(f".{target.name}.old-{os.getpid()}")

@@ -27,7 +27,6 @@ PyYAML).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -37,20 +36,12 @@ from pathlib import Path
 from typing import Any
 
 from wearspec.errors import WearspecError, where
+from wearspec.utils.integrity import sha256_file
 
 FORMAT = "wearspec-bundle"
 VERSION = 1
 BUNDLE_FILE = "bundle.json"
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # ---------------------------------------------------------------------------- reading
