@@ -332,6 +332,15 @@ def test_flipped_bundle_is_refused_and_bundles_are_not_replaced(classifier_ckpt,
         "notes.txt"]
     assert tree_digest(out) == before
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    # an engine is built into the bundle folder: not while another process writes that bundle
+    holder = _holder(out)
+    try:
+        rc, _, err = cli(capsys, "engine", "build", out)
+        assert rc == 2
+        one_error(err, str(out), f"being written by another wearspec process (pid {holder.pid})")
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def test_lock_waits_for_nobody(tmp_path):

@@ -30,16 +30,22 @@ def _check_output(output: Path, key: str) -> None:
             break
 
 
-def _holds_results(folder: Path) -> bool:
-    """Whether a folder holds a checkpoint or weights (work to resume from, never removed)."""
-    return any(folder.rglob("*.pt")) or any(folder.rglob("*.safetensors")) or any(folder.rglob("*.onnx"))
+BOOKKEEPING = ("config.yaml", "metrics.jsonl", "*.lock", "*.sha256")  # what a run writes before its results
+
+
+def _only_bookkeeping(folder: Path) -> bool:
+    """Whether a folder holds nothing but a run's own bookkeeping (config.yaml, metrics.jsonl, locks): safe to
+    remove after a failure. Anything else (a checkpoint to resume from, weights, files someone else put there
+    meanwhile) keeps the folder."""
+    return all(p.is_dir() or any(p.match(g) for g in BOOKKEEPING) for p in folder.rglob("*"))
 
 
 @contextlib.contextmanager
 def _writing(output: str | os.PathLike | None, key: str = "output"):
     """Run a command that writes ``output``: check the path first; on bad input or a full (or unwritable) disk,
-    one line naming the path, and the folders this command created are removed again unless they hold a
-    checkpoint (atomic writes leave no half-written file; a run that saved checkpoints can resume)."""
+    one line naming the path, and the folders this command created are removed again when they hold nothing but
+    its bookkeeping (atomic writes leave no half-written file; a run that saved checkpoints can resume; what
+    anyone else put there stays)."""
     if not output:
         yield
         return
@@ -52,7 +58,7 @@ def _writing(output: str | os.PathLike | None, key: str = "output"):
         err = e if isinstance(e, WearspecError) else write_error(e, out)
         if err is None:
             raise
-        if created is not None and created.is_dir() and _is_rank0() and not _holds_results(created):
+        if created is not None and created.is_dir() and _is_rank0() and _only_bookkeeping(created):
             shutil.rmtree(created, ignore_errors=True)
         if err is e:
             raise
@@ -208,11 +214,13 @@ def _engine(args: argparse.Namespace) -> int:
     checked = _engine_inputs(args)
     if args.action == "build":
         from wearspec.deploy.runtime.trt import build_engine_from_bundle
+        from wearspec.utils.integrity import output_lock
 
-        meta = build_engine_from_bundle(
-            args.bundle, precision=args.precision or "fp16", engine_path=args.engine, onnx_path=args.onnx,
-            min_batch=args.min_batch, opt_batch=args.opt_batch, max_batch=args.max_batch,
-            workspace_mb=args.workspace_mb, **({"timing_cache": args.timing_cache} if args.timing_cache else {}))
+        with output_lock(args.bundle):  # the engine is written into the bundle: not while another writes it
+            meta = build_engine_from_bundle(
+                args.bundle, precision=args.precision or "fp16", engine_path=args.engine, onnx_path=args.onnx,
+                min_batch=args.min_batch, opt_batch=args.opt_batch, max_batch=args.max_batch,
+                workspace_mb=args.workspace_mb, **({"timing_cache": args.timing_cache} if args.timing_cache else {}))
         print(json.dumps(meta, indent=2, default=str))
         return 0
     backend = load_backend(args.bundle, args.backend, engine=args.engine, precision=args.precision)

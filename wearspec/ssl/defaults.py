@@ -12,8 +12,8 @@ What is derived, and why (each rule was checked on the data-shape matrix of BENC
   wrist or hip device sits from one wearer to the next). A full 3-D rotation (180°) teaches the encoder to
   ignore orientation and the plane of motion, which some activity sets are defined by (arm exercises,
   postures): on such data the SSL features fell below a random-init backbone. At the derived length (≈ 2000
-  steps) 45° against 20° gave +0.025 linear / +0.042 k-NN on 2.56 s daily activities and −0.001 / −0.007 on
-  2.56 s arm exercises (BENCHMARKS.md). Give 180 when the mounting is truly arbitrary (a phone in a pocket).
+  steps) 45° against 20° gave +0.025 linear / +0.042 k-NN on 2.56 s daily activities (with temporal-neighbour
+  views in both runs) and −0.001 / −0.007 on 2.56 s arm exercises (BENCHMARKS.md). Give 180 when the mounting is truly arbitrary (a phone in a pocket).
 * ``head.out_dim`` (the number of prototypes K) — a power of two near windows / 16, within [64, 65536]:
   K ≫ the number of windows leaves most prototypes unused and the targets near uniform (DINO's 65536 is for
   ImageNet's 1.3 M images; 3.7 k windows get 256).
