@@ -225,7 +225,8 @@ def test_report_shows_the_classical_rows_and_opens_with_the_verdict(tmp_path):
     out = write_fake_run(tmp_path / "run", ssl=0.85, random=0.6, classical=0.95)
     models = {n: subject_scores(r) for n, r in {**deep_models(out), **classical_models(out)}.items()}
     fig = subjects_figure(models, out / "report" / "subjects.png")
-    assert fig["subjects"] == 5 and len(fig["models"]) == 8  # 4 probes, 2 fine-tuned, 2 classical
+    # 4 probes and the 2 on 10 % of the labels, 2 fine-tuned, 2 classical
+    assert fig["subjects"] == 5 and len(fig["models"]) == 10
     (out / "report" / "figures.json").write_text(json.dumps({"subjects": fig}))
     paths = write_report(out)
     md, html = paths["markdown"].read_text(), paths["html"].read_text()
@@ -237,7 +238,8 @@ def test_report_shows_the_classical_rows_and_opens_with_the_verdict(tmp_path):
     headings = [line for line in md.splitlines() if line.startswith("## ")]
     assert headings[0] == "## Verdict" and html.index("<h2>Verdict</h2>") < html.index("<h2>Data</h2>")
     verdict = json.loads((out / "report" / "verdict.json").read_text())
-    assert len(verdict) == 6
+    assert len(verdict) == 7  # SSL linear, k-NN and on 10 % of the labels, classical, student, INT8, latency
+    assert "SSL vs random init (linear probe on 10% of the labels)" in [v["title"] for v in verdict]
     for v in verdict:
         assert v["sentence"] in md
         if v["diff"]:

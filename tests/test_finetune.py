@@ -354,6 +354,11 @@ def _store_copy(store: Path, dest: Path, relabel) -> Path:
         index = dict(z)
     index["label"] = relabel(index["label"].copy(), index["subject"])
     np.savez(dest / "index.npz", **index)
+    from wearspec.utils.integrity import sha256_file  # a store relabelled on purpose: record its new index
+
+    manifest = json.loads((dest / "manifest.json").read_text())
+    manifest["index_sha256"] = sha256_file(dest / "index.npz")
+    (dest / "manifest.json").write_text(json.dumps(manifest))
     return dest
 
 

@@ -1,5 +1,5 @@
-"""The verdict at the top of the demo report: six comparisons, each a difference with a 95 % interval and one
-plain sentence, so a reader learns what the run showed without comparing table rows.
+"""The verdict at the top of the demo report: seven verdicts in five groups, each a difference with a 95 % interval
+and one plain sentence, so a reader learns what the run showed without comparing table rows.
 
 1. **SSL vs random init** (linear probe, then k-NN): the pretrained teacher's features against the same backbone
    randomly initialised — did pretraining help? Then the label-efficiency point: the same two linear probes
@@ -216,7 +216,7 @@ def latency_verdict(stream: dict | None, resamples: int = RESAMPLES, seed: int =
 
 
 def verdicts(out: Path, resamples: int = RESAMPLES, seed: int = SEED) -> list[Verdict]:
-    """The six comparisons of a demo folder ``out`` (module docstring), from the files its steps wrote."""
+    """The seven verdicts of a demo folder ``out`` (module docstring), from the files its steps wrote."""
     out = Path(out)
     deep, classical = deep_models(out), classical_models(out)
     result = [compare("ssl", f"SSL vs random init ({m})", (f"SSL teacher, {m}", deep.get(f"SSL teacher, {m}")),
