@@ -115,11 +115,12 @@ def test_nan_in_a_shard_names_the_window(store, capsys):
     with open(store / "shards" / "00000.bin", "r+b") as f:  # window 5, channel 1, sample 3
         f.seek(5 * row + (st.window + 3) * 4)
         f.write(np.float32(np.nan).tobytes())
-    rc, _, err = cli(capsys, "inspect", "--verify", "--no-png", store)
+    rc, _, err = cli(capsys, "inspect", "--no-png", store)  # verified by default
     assert rc == 2
     subject, start = st.subject_names[st.subjects[5]], st.starts[5]
     one_error(err, "shards/00000.bin", f"window 5 (subject {subject}", f"start {start:g} s", "NaN/Inf")
     assert "records no checksums" in err
+    assert cli(capsys, "inspect", "--no-verify", "--no-png", store)[0] == 0  # the index alone: counts only
 
 
 def test_old_store_opens_with_one_warning(store, capsys):

@@ -315,8 +315,10 @@ def _add_data_commands(sub) -> None:
     pi.add_argument("--per-class", type=int, default=3, help="examples per class in the grid")
     pi.add_argument("--no-png", action="store_true", help="only print the counts")
     pi.add_argument("--json", action="store_true", help="print the summary as JSON")
-    pi.add_argument("--verify", action="store_true", help="read every shard: check it against the checksum recorded "
-                    "when the store was written, and that every value is finite (exit 2 naming the file otherwise)")
+    pi.add_argument("--verify", action=argparse.BooleanOptionalAction, default=True,
+                    help="read every shard: check it against the checksum recorded when the store was written, and "
+                    "that every value is finite (exit 2 naming the file otherwise); on by default, --no-verify "
+                    "only reads the index")
     pi.set_defaults(func=_inspect)
 
 
