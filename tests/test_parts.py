@@ -40,6 +40,10 @@ def test_parts_in_parallel_equal_one_store_and_resume(tmp_path):
     merged, reused = prepare("generic", inp, tmp_path / "out", cfg("jobs=2"), progress=False)
     assert not reused and sorted(merged.meta["parts"]) == [f"S{k}.csv" for k in range(4)]
     _same(whole, merged)
+    # the merged store carries every part's shard checksums and its own index checksum, and they hold
+    shards = merged.manifest["shards"]
+    assert merged.manifest.get("index_sha256") and all(sh.get("sha256") for sh in shards)
+    merged.verify()
     stamp = (tmp_path / "out" / "parts" / "S0.csv" / "manifest.json").stat().st_mtime_ns
     again, reused = prepare("generic", inp, tmp_path / "out", cfg("jobs=2"), progress=False)
     assert reused and len(again) == len(merged)
@@ -65,6 +69,15 @@ def test_shards_then_merge_and_keep_going(tmp_path):
     assert first.subject_names == ["S0", "S4"] and first.meta["failed"][0]["file"].endswith("S2.csv")
     both, _ = prepare("generic", inp, out, cfg("shard=2/2", "keep_going=true"), progress=False)
     assert both.subject_names == ["S0", "S1", "S3", "S4"]
+    both.verify()  # a store merged from two machines' parts verifies
+    shard = out / both.manifest["shards"][-1]["file"]
+    data = bytearray(shard.read_bytes())
+    data[7] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    from wearspec.data.store import WindowStore
+
+    with pytest.raises(WearspecError, match="checksum"):
+        WindowStore(out).verify()
     expect_prepare_error("generic", inp, tmp_path / "o2", cfg("shard=3/2"), "shard", "i/n")
     expect_prepare_error("pamap2", inp, tmp_path / "o3", cfg("jobs=2"), "reads its dataset as a whole")
 
