@@ -75,6 +75,27 @@ def test_csv_in_parts_equals_whole(tmp_path, monkeypatch, gz, overrides, atol, p
     _same(whole, parts, atol)
 
 
+def test_small_one_recording_files_take_the_arrow_parser_and_equal_the_whole_path(tmp_path, monkeypatch):
+    """A folder of one-recording CSVs (a cohort's files, the subject from the file name) above STREAM_MIN_BYTES
+    goes through pyarrow's parser when it is installed: the same store as the whole-table path."""
+    pytest.importorskip("pyarrow")
+    import wearspec.data.readers.generic as generic
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for k in range(3):
+        rows = [r.split(",", 3)[0] + "," + r.split(",", 3)[3] for r in _rows(rng, "x", "y", 800, 0.0, gap_at=400)]
+        (folder / f"P{k}.csv").write_text("time,ax,ay,az,label\n" + "".join(rows))
+    monkeypatch.setattr(generic, "STREAM_MIN_BYTES", 1 << 40)
+    whole, _ = prepare("generic", folder, tmp_path / "whole", cfg(), progress=False)
+    monkeypatch.setattr(generic, "STREAM_MIN_BYTES", 1000)
+    seen = _parser(monkeypatch, "arrow")
+    streamed, _ = prepare("generic", folder, tmp_path / "streamed", cfg(), progress=False)
+    assert len(seen) >= 3 and whole.subject_names == ["P0", "P1", "P2"]
+    _same(whole, streamed)
+
+
 def test_parquet_in_parts_equals_whole(tmp_path, monkeypatch):
     pa = pytest.importorskip("pyarrow")
     pq = pytest.importorskip("pyarrow.parquet")

@@ -324,7 +324,7 @@ def _open_tables(path: Path, cfg) -> Source:
 
     def items():
         for plan in plans:
-            if _is_large(plan[0]):
+            if _is_large(plan, g.time_unit):
                 yield from stream_items(plan[0], first_channels, names, cfg, table_stem(plan[0]))
             else:
                 yield from _table_items(plan, first_channels, names, cfg)
@@ -333,12 +333,20 @@ def _open_tables(path: Path, cfg) -> Source:
     return Source("generic", first_channels, names, items(), inputs=files, meta=meta)
 
 
-def _is_large(path: Path) -> bool:
+STREAM_MIN_BYTES = 1 << 20  # a one-recording CSV above this goes through pyarrow's parser when it is installed
+
+
+def _is_large(plan, time_unit: str) -> bool:
     """Read in parts (bounded memory): a CSV of more than one byte chunk, a Parquet file of more than one
-    batch of rows. Smaller files are read whole."""
+    batch of rows; and, where pyarrow is installed, a CSV of one recording (no subject or recording column)
+    above :data:`STREAM_MIN_BYTES`, whose pyarrow parse is ~10× the whole-table path's (a cohort of many
+    small files). Smaller files are read whole."""
+    path, _, has_subject, has_recording, _ = plan
     if table_suffix(path) == ".parquet":
         return parquet_schema(path)[1] > table_stream.PARQUET_ROWS
-    return path.stat().st_size > chunks.CHUNK_BYTES
+    size = path.stat().st_size
+    return size > chunks.CHUNK_BYTES or (size > STREAM_MIN_BYTES and not (has_subject or has_recording)
+                                         and time_unit != "datetime" and table_stream._arrow_csv() is not None)
 
 
 def _groups(table: Table, subjects, recordings):
