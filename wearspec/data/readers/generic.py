@@ -37,7 +37,9 @@ or semicolon) is taken from the header line.
 
 Files larger than one 16 MiB chunk (Parquet: more than 2²⁰ rows) are read in parts
 (:mod:`~wearspec.data.readers.table_stream`) and windowed as they arrive, so memory does not grow
-with a recording's length; there the rows of one (subject, recording) must be contiguous.
+with a recording's length; there the rows of one (subject, recording) must be contiguous. With pyarrow
+installed, a CSV of one recording (no subject or recording column) above 1 MiB takes that path too, for its
+faster parser.
 """
 
 from __future__ import annotations
