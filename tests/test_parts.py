@@ -114,3 +114,23 @@ def test_device_files_from_a_list(tmp_path):
     assert store.subject_names == ["P1", "P2"] and store.meta["parts"] == ["a__P1.cwa", "b__P2.cwa"]
     one, _ = prepare("device", tmp_path / "files.txt", tmp_path / "one", cfg(), progress=False)
     assert one.subject_names == ["P1", "P2"]
+
+
+def test_the_command_line_flags_are_the_settings(tmp_path, capsys):
+    from wearspec.cli import main
+    from wearspec.data.store import WindowStore
+
+    inp = tmp_path / "in"
+    inp.mkdir()
+    for k in range(4):
+        write(inp, f"S{k}.csv", seed=k)
+    (inp / "S9.csv").write_text("time,ax,ay,label\n0.0,1.0,oops,a\n")
+    common = ["prepare", "generic", str(inp), "-o", str(tmp_path / "out"), "window.length_s=2", "window.hop_s=1",
+              "generic.labels=[a,b]"]
+    assert main([*common, "--shard", "1/2", "--keep-going", "--print-config"]) == 0
+    printed = capsys.readouterr().out
+    assert "shard: 1/2" in printed and "keep_going: true" in printed
+    assert main([*common, "--jobs", "2", "--keep-going"]) == 0
+    store = WindowStore(tmp_path / "out")
+    assert store.subject_names == ["S0", "S1", "S2", "S3"] and store.meta["failed"][0]["file"].endswith("S9.csv")
+    assert main([*common, "--jobs", "0"]) == 2 and "jobs" in capsys.readouterr().err

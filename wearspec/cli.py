@@ -74,6 +74,8 @@ def _prepare(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     if args.overwrite:
         overrides.append("store.overwrite=true")
+    overrides += ([f"jobs={args.jobs}"] if args.jobs is not None else []) + (
+        [f"shard={args.shard}"] if args.shard else []) + (["keep_going=true"] if args.keep_going else [])
     cfg = load_config(PrepareConfig, args.config, overrides)
     if args.reader != "synthetic" and args.input is None:
         raise WearspecError(f"prepare {args.reader}: an input path is required")
@@ -305,6 +307,11 @@ def _add_data_commands(sub) -> None:
     pp.add_argument("--config", help="YAML file with prepare settings")
     pp.add_argument("--overwrite", action="store_true", help="replace a different store in the output folder")
     pp.add_argument("--print-config", action="store_true", help="print the resolved settings and exit")
+    pp.add_argument("--jobs", type=int, help="files prepared in parallel worker processes (the jobs= setting)")
+    pp.add_argument("--shard", metavar="I/N", help="prepare only the I-th of N shares of the file list, as parts "
+                    "a later run without --shard merges (the shard= setting)")
+    pp.add_argument("--keep-going", action="store_true", help="skip (and list) files that fail instead of "
+                    "stopping (keep_going=true)")
     pp.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
     pp.set_defaults(func=_prepare)
 
