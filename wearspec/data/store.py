@@ -36,6 +36,7 @@ import numpy as np
 
 from wearspec.errors import WearspecError
 from wearspec.utils.integrity import sha256_file
+from wearspec.utils.io import open_file_budget, pread_into
 
 FORMAT = "wearspec-window-store"
 VERSION = 1
@@ -307,19 +308,7 @@ def check_output(path: str | os.PathLike, fingerprint: str, overwrite: bool = Fa
     )
 
 
-def _open_shard_limit() -> int:
-    """Shard files a reading process keeps open at once: half its soft limit of open files (the rest is the
-    process's own), at least 16; 64 where the limit cannot be read."""
-    try:
-        import resource
-
-        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    except (ImportError, OSError, ValueError):
-        return 64
-    return 1 << 20 if soft == resource.RLIM_INFINITY else max(16, soft // 2)
-
-
-MAX_OPEN_SHARDS = _open_shard_limit()
+MAX_OPEN_SHARDS = open_file_budget()  # shard files a reading process keeps open at once
 
 
 class WindowStore:
@@ -454,7 +443,7 @@ class WindowStore:
         for a, b in zip(starts.tolist(), ends.tolist()):
             fd = self._fd(int(s_sorted[a]))
             want = (b - a) * row_bytes
-            got = _pread_into(fd, memoryview(flat[a:b]).cast("B"), int(r_sorted[a]) * row_bytes)
+            got = pread_into(fd, memoryview(flat[a:b]).cast("B"), int(r_sorted[a]) * row_bytes)
             if got != want:
                 raise WearspecError(f"{self._shards[int(s_sorted[a])][0]}: short read ({got} of {want} bytes); store truncated?")
         out = np.empty((idx.size, c, t), dtype=np.float32)
@@ -496,20 +485,3 @@ class WindowStore:
             "per_label": dict(sorted(per_label.items())),
             "per_subject": per_subject,
         }
-
-
-def _pread_into(fd: int, buf: memoryview, offset: int) -> int:
-    """Fill ``buf`` from ``fd`` at ``offset``; returns bytes read (short only at end of file)."""
-    total = 0
-    preadv = getattr(os, "preadv", None)
-    while total < len(buf):
-        if preadv is not None:
-            n = preadv(fd, [buf[total:]], offset + total)
-        else:  # platforms without preadv
-            data = os.pread(fd, len(buf) - total, offset + total)
-            n = len(data)
-            buf[total : total + n] = data
-        if n == 0:
-            break
-        total += n
-    return total

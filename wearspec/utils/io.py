@@ -4,7 +4,9 @@ A crash or an error part-way leaves the old target (or nothing) in place, never 
 or folder; after the rename the data is on disk (fsync), so a power cut does not leave an empty file under
 the real name. This is the one atomic writer of the package: checkpoints, bundles, reports and TensorRT
 engines all go through :func:`atomic_path`. It imports only the standard library and numpy, so the
-torch-free runtime (:mod:`wearspec.deploy.runtime`) uses it on a Jetson too.
+torch-free runtime (:mod:`wearspec.deploy.runtime`) uses it on a Jetson too. The file I/O below the window
+store's reads lives here as well: positioned reads into a buffer (:func:`pread_into`) and how many files a
+reader may keep open (:func:`open_file_budget`).
 """
 
 from __future__ import annotations
@@ -163,3 +165,32 @@ def load_npy(path: str | os.PathLike, expected: str, mmap: bool = False) -> np.n
         raise WearspecError(f"{path}: unreadable or truncated .npy file, expected {expected} ({e})") from None
     except (OSError, EOFError) as e:
         raise WearspecError(f"{path}: unreadable or truncated .npy file, expected {expected} ({e})") from None
+
+
+def open_file_budget() -> int:
+    """Files a reader may keep open at once: half the process's soft limit of open files (the rest is the
+    process's own), at least 16; 64 where the limit cannot be read."""
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, OSError, ValueError):
+        return 64
+    return 1 << 20 if soft == resource.RLIM_INFINITY else max(16, soft // 2)
+
+
+def pread_into(fd: int, buf: memoryview, offset: int) -> int:
+    """Fill ``buf`` from ``fd`` at ``offset``; returns bytes read (short only at end of file)."""
+    total = 0
+    preadv = getattr(os, "preadv", None)
+    while total < len(buf):
+        if preadv is not None:
+            n = preadv(fd, [buf[total:]], offset + total)
+        else:  # platforms without preadv
+            data = os.pread(fd, len(buf) - total, offset + total)
+            n = len(data)
+            buf[total : total + n] = data
+        if n == 0:
+            break
+        total += n
+    return total
