@@ -67,3 +67,14 @@ def write_text_file(path, text: str, gz: bool = False):
     else:
         path.write_text(text)
     return path
+
+
+def synthetic_store(tmp_path_factory, name: str, subjects: int = 4, minutes: float = 1.0):
+    """A small synthetic window store (``prepare synthetic``) in a fresh folder: the module fixtures' data."""
+    from wearspec.config import load_config
+    from wearspec.data.prepare import PrepareConfig, prepare
+
+    out = tmp_path_factory.mktemp(name) / "store"
+    prepare("synthetic", None, out, load_config(PrepareConfig, None, [f"synthetic.subjects={subjects}",
+                                                                      f"synthetic.minutes_per_subject={minutes}"]))
+    return out

@@ -9,8 +9,8 @@ import torch
 import yaml
 
 import wearspec.training.budget as budget_module
+from conftest import synthetic_store
 from wearspec.config import load_config
-from wearspec.data.prepare import PrepareConfig, prepare
 from wearspec.errors import WearspecError
 from wearspec.ssl.pretrain import PretrainConfig, run_pretrain
 from wearspec.training.budget import MARGIN, MEASURED_STEPS, WARMUP_STEPS, Budget
@@ -61,10 +61,7 @@ def test_the_total_fills_what_is_left_of_the_budget():
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    out = tmp_path_factory.mktemp("budget") / "store"
-    prepare("synthetic", None, out, load_config(PrepareConfig, None, ["synthetic.subjects=4",
-                                                                      "synthetic.minutes_per_subject=1"]))
-    return out
+    return synthetic_store(tmp_path_factory, "budget")
 
 
 @pytest.fixture

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import synthetic_store
 from wearspec.config import load_config
 from wearspec.data.neighbours import TemporalNeighbours
-from wearspec.data.prepare import PrepareConfig, prepare
 from wearspec.data.store import WindowStore
 from wearspec.errors import WearspecError
 from wearspec.ssl.model import ViewMaker
@@ -79,10 +79,7 @@ def test_view_maker_cuts_the_second_global_view_from_the_neighbour():
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    out = tmp_path_factory.mktemp("nb") / "store"
-    prepare("synthetic", None, out, load_config(PrepareConfig, None, ["synthetic.subjects=4",
-                                                                      "synthetic.minutes_per_subject=1"]))
-    return out
+    return synthetic_store(tmp_path_factory, "nb")
 
 
 def test_pretraining_with_neighbours_uses_them_and_resumes_bitwise(store, tmp_path, monkeypatch):

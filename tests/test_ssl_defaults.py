@@ -94,12 +94,9 @@ def test_guard_passes_a_healthy_teacher():
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    from wearspec.data.prepare import PrepareConfig, prepare
+    from conftest import synthetic_store
 
-    out = tmp_path_factory.mktemp("defaults") / "store"
-    prepare("synthetic", None, out, load_config(PrepareConfig, None, ["synthetic.subjects=3",
-                                                                      "synthetic.minutes_per_subject=1.5"]))
-    return out
+    return synthetic_store(tmp_path_factory, "defaults", subjects=3, minutes=1.5)
 
 
 TINY = ["backbone.embed_dim=32", "backbone.depth=2", "backbone.num_heads=2", "head.hidden_dim=32",
